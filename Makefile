@@ -1,0 +1,50 @@
+# Set-up and entry points. `make demo` and `make test` install what they need first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# A Python >= 3.12: first on PATH, then under pyenv (whose shims fail unless told the version).
+PYTHON_SYSTEM := $(shell \
+  for c in python3.13 python3.12 python3; do \
+    p=$$(command -v $$c 2>/dev/null) || continue; \
+    $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
+  done; \
+  root=$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv); \
+  for p in $$(ls -d $$root/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V); do \
+    $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
+  done)
+
+.PHONY: install test test-fast demo lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON_SYSTEM)" ]; then \
+	  echo "error: stsun-lightning needs Python >= 3.12 (TorchGeo 0.10 requires it)."; \
+	  echo "       None was found on PATH (python3.13, python3.12, python3) nor under pyenv."; \
+	  echo "       Install one (e.g. 'pyenv install 3.12') and rerun."; exit 1; fi
+	@echo "Using $(PYTHON_SYSTEM) ($$($(PYTHON_SYSTEM) --version))"
+	@[ -x $(PY) ] || $(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/model_speed.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/model_speed.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""STSUN: one network for remote-sensing dense prediction."""

@@ -1,0 +1,25 @@
+"""Data: sensors, the batch contract, and datasets."""
+
+from stsun_lightning.data.batch import Batch, OutputKind, collate_batches
+from stsun_lightning.data.sensors import (
+    Band,
+    Modality,
+    Sensor,
+    get_sensor,
+    list_sensors,
+    load_sensor_yaml,
+    register_sensor,
+)
+
+__all__ = [
+    "Band",
+    "Batch",
+    "Modality",
+    "OutputKind",
+    "Sensor",
+    "collate_batches",
+    "get_sensor",
+    "list_sensors",
+    "load_sensor_yaml",
+    "register_sensor",
+]

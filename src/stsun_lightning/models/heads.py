@@ -1,0 +1,88 @@
+"""Heads: classes by cosine similarity to category embeddings; values by query embeddings.
+
+A category's logit depends only on the pixel feature and that category's own row, so
+it does not depend on which other categories were asked for, and any subset or merge
+of the vocabulary needs no new parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MASKED_LOGIT", "CategoryHead", "ValueHead"]
+
+MASKED_LOGIT = -1.0e4
+"""Logit of a category that was not requested: never wins, finite in half precision."""
+
+
+class CategoryHead(nn.Module):
+    """logits = scale × cosine(pixel feature, category embedding) + category bias.
+
+    Args:
+        feature_dim: per-pixel feature width De.
+        embed_dim: category embedding width.
+        init_scale: initial cosine scale (learned, in log space).
+    """
+
+    def __init__(self, feature_dim: int, embed_dim: int, init_scale: float = 10.0) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(feature_dim, embed_dim, 1)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+
+    def forward(self, features: Tensor, category_rows: Tensor, category_mask: Tensor) -> Tensor:
+        """Score categories.
+
+        Args:
+            features: (B, To, De, H, W).
+            category_rows: (B, K, embed_dim + 1) rows of the category table; the last
+                column is the category's bias.
+            category_mask: (B, K) or (B, To, K) bool, True for requested rows.
+
+        Returns:
+            (B, To, K, H, W) logits; unrequested rows hold :data:`MASKED_LOGIT`.
+        """
+        b, to, _de, h, w = features.shape
+        f = F.normalize(self.proj(features.flatten(0, 1)), dim=1).view(b, to, -1, h, w)
+        embed, bias = category_rows[..., :-1], category_rows[..., -1]
+        e = F.normalize(embed, dim=-1).to(f.dtype)
+        logits = (
+            torch.einsum("bodhw,bkd->bokhw", f, e) * self.log_scale.exp()
+            + bias[:, None, :, None, None]
+        )
+        mask = category_mask if category_mask.dim() == 3 else category_mask[:, None, :]
+        return logits.masked_fill(~mask[..., None, None], MASKED_LOGIT)
+
+
+class ValueHead(nn.Module):
+    """value_v = <pixel feature, W q_v> + b(q_v) for each query embedding q_v.
+
+    The queries are rows of the variable table (named variables such as canopy height)
+    or band embeddings of requested output bands, so any band can be asked for.
+
+    Args:
+        feature_dim: per-pixel feature width De.
+        query_dim: width of the query embeddings.
+    """
+
+    def __init__(self, feature_dim: int, query_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Linear(query_dim, feature_dim)
+        self.bias = nn.Linear(query_dim, 1)
+
+    def forward(self, features: Tensor, queries: Tensor) -> Tensor:
+        """Predict values.
+
+        Args:
+            features: (B, To, De, H, W).
+            queries: (B, V, query_dim).
+
+        Returns:
+            (B, To, V, H, W).
+        """
+        weight = self.weight(queries).to(features.dtype)  # (B, V, De)
+        bias = self.bias(queries).to(features.dtype)[..., 0]  # (B, V)
+        return torch.einsum("bodhw,bvd->bovhw", features, weight) + bias[:, None, :, None, None]

@@ -1,0 +1,201 @@
+"""From bands described by metadata to tokens: band encoder and spectral tokenisers.
+
+Physical units (wavelength, bandwidth, modality) rather than band indices are what let
+an unseen sensor work: a Landsat red band and a Sentinel-2 red band get nearly the same
+embedding, whatever their position in the file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from stsun_lightning.data.sensors import Modality
+from stsun_lightning.models.layers import Attention
+
+__all__ = ["BandEncoder", "SpectralTokenizer", "TokenizerMode", "band_weights"]
+
+TokenizerMode = Literal["hypernetwork", "attention"]
+
+
+def band_weights(band_mask: Tensor) -> Tensor:
+    """Weights of a mean over the real bands: (B, C) bool -> (B, C) float summing to 1."""
+    weights = band_mask.float()
+    return weights / weights.sum(-1, keepdim=True).clamp(min=1)
+
+
+def _fourier(x: Tensor, frequencies: Tensor) -> Tensor:
+    """(...,) -> (..., 2 * F) sin/cos features of ``x`` at ``frequencies`` (cycles per unit)."""
+    angles = 2 * math.pi * x[..., None] * frequencies
+    return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+class BandEncoder(nn.Module):
+    """Band metadata -> an embedding per band.
+
+    Fourier features of log10 wavelength (0.25 to 64 cycles per decade, enough to part
+    red-edge bands 15 nm apart) and log10 bandwidth, a flag for each when it is unknown,
+    and a modality embedding, through a small MLP.
+
+    Args:
+        dim: embedding width.
+        num_frequencies: Fourier frequencies per quantity.
+    """
+
+    def __init__(self, dim: int, num_frequencies: int = 16) -> None:
+        super().__init__()
+        self.register_buffer(
+            "wavelength_freqs",
+            torch.logspace(math.log10(0.25), math.log10(64.0), num_frequencies),
+            persistent=False,
+        )
+        self.register_buffer(
+            "bandwidth_freqs",
+            torch.logspace(math.log10(0.25), math.log10(16.0), num_frequencies),
+            persistent=False,
+        )
+        in_features = 4 * num_frequencies + 4
+        self.mlp = nn.Sequential(nn.Linear(in_features, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.modality = nn.Embedding(len(Modality), dim)
+
+    def forward(self, wavelength_nm: Tensor, bandwidth_nm: Tensor, modality: Tensor) -> Tensor:
+        """Embed bands.
+
+        Args:
+            wavelength_nm: (B, C) centre wavelength; <= 0 or NaN = meaningless.
+            bandwidth_nm: (B, C) FWHM; <= 0 or NaN = unknown.
+            modality: (B, C) long modality ids.
+
+        Returns:
+            (B, C, dim).
+        """
+        feats = []
+        for value, freqs in (
+            (wavelength_nm, self.wavelength_freqs),
+            (bandwidth_nm, self.bandwidth_freqs),
+        ):
+            value = value.float()
+            known = torch.isfinite(value) & (value > 0)
+            log_value = torch.where(known, value, torch.ones_like(value)).log10()
+            feats += [
+                _fourier(log_value, freqs) * known[..., None],
+                (log_value * known)[..., None] / 4,
+                known[..., None].float(),
+            ]
+        features = torch.cat(feats, -1)
+        return self.mlp(features) + self.modality(modality.clamp(0, len(Modality) - 1))
+
+
+class SpectralTokenizer(nn.Module):
+    """Any band set -> one token per patch and date, invariant to the order of bands.
+
+    Two modes, chosen by ``mode``:
+
+    - ``"hypernetwork"``: the patch-embedding kernel of each band is generated from its
+      embedding (the DOFA idea) and the kernels are averaged over the real bands; the
+      cost is that of one ordinary patch embedding, flat in the number of bands.
+    - ``"attention"``: every band is embedded by a shared ``Conv2d(1, Da, p, p)``, its
+      band embedding added, and the bands fused by masked cross-attention with a learned
+      query biased by the task embedding; more expressive, cost linear in C.
+
+    Args:
+        dim: token width D.
+        patch_size: patch side p in pixels.
+        band_dim: width of the band embeddings.
+        mode: ``"hypernetwork"`` or ``"attention"``.
+        attention_dim: band-token width Da in attention mode.
+        num_heads: heads of the fusion attention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        patch_size: int,
+        band_dim: int,
+        mode: TokenizerMode = "hypernetwork",
+        attention_dim: int = 64,
+        num_heads: int = 4,
+    ) -> None:
+        super().__init__()
+        if mode not in ("hypernetwork", "attention"):
+            raise ValueError(
+                f"Unknown tokenizer mode {mode!r}; expected 'hypernetwork' or 'attention'."
+            )
+        self.mode = mode
+        self.dim = dim
+        self.patch_size = patch_size
+        if mode == "hypernetwork":
+            self.kernel = nn.Linear(band_dim, dim * patch_size * patch_size)
+            self.bias = nn.Linear(band_dim, dim)
+            nn.init.normal_(self.kernel.weight, std=0.02)
+            nn.init.normal_(self.kernel.bias, std=1.0 / patch_size)
+        else:
+            self.band_patch = nn.Conv2d(1, attention_dim, patch_size, patch_size)
+            self.band_key = nn.Linear(band_dim, attention_dim)
+            self.query = nn.Parameter(torch.randn(attention_dim) * 0.02)
+            self.task_query = nn.Linear(dim, attention_dim)
+            self.fuse = Attention(attention_dim, num_heads, cross=True)
+            self.out = nn.Linear(attention_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self, image: Tensor, band_embedding: Tensor, band_mask: Tensor, task_embedding: Tensor
+    ) -> Tensor:
+        """Tokenise.
+
+        Args:
+            image: (B, T, C, H, W), H and W multiples of the patch size, invalid values 0.
+            band_embedding: (B, C, band_dim).
+            band_mask: (B, C) bool.
+            task_embedding: (B, dim).
+
+        Returns:
+            (B, T, h, w, dim) with h = H / p, w = W / p.
+        """
+        if self.mode == "hypernetwork":
+            tokens = self._hypernetwork(image, band_embedding, band_mask)
+        else:
+            tokens = self._attention(image, band_embedding, band_mask, task_embedding)
+        return self.norm(tokens)
+
+    def _hypernetwork(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
+        b, t, c, height, width = image.shape
+        p = self.patch_size
+        h, w = height // p, width // p
+        weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, C)
+        kernel = self.kernel(band_embedding) * weights[..., None]  # (B, C, D*p*p)
+        kernel = (
+            kernel.view(b, c, self.dim, p, p).permute(0, 1, 3, 4, 2).reshape(b, c * p * p, self.dim)
+        )
+        bias = (self.bias(band_embedding) * weights[..., None]).sum(1)  # (B, D)
+        patches = (
+            image.view(b, t, c, h, p, w, p)
+            .permute(0, 1, 3, 5, 2, 4, 6)
+            .reshape(b, t * h * w, c * p * p)
+        )
+        tokens = torch.baddbmm(
+            bias[:, None, :].to(patches.dtype), patches, kernel.to(patches.dtype)
+        )
+        return tokens.view(b, t, h, w, self.dim)
+
+    def _attention(
+        self, image: Tensor, band_embedding: Tensor, band_mask: Tensor, task_embedding: Tensor
+    ) -> Tensor:
+        b, t, c, height, width = image.shape
+        p = self.patch_size
+        h, w = height // p, width // p
+        band_tokens = self.band_patch(image.reshape(b * t * c, 1, height, width))  # (BTC, Da, h, w)
+        band_tokens = band_tokens.view(b, t, c, -1, h * w).permute(
+            0, 1, 4, 2, 3
+        )  # (B, T, hw, C, Da)
+        band_tokens = band_tokens + self.band_key(band_embedding)[:, None, None]
+        query = (self.query + self.task_query(task_embedding))[
+            :, None, None, None, :
+        ]  # (B, 1, 1, 1, Da)
+        query = query.expand(b, t, h * w, 1, -1)
+        mask = band_mask[:, None, None, None, None, :]  # (B, 1, 1, 1(heads), 1(Lq), C)
+        fused = self.fuse(query, band_tokens, mask=mask)  # (B, T, hw, 1, Da)
+        return self.out(fused.squeeze(-2)).view(b, t, h, w, self.dim)

@@ -1,0 +1,200 @@
+"""The STSUN network: any sensor, any time series, any task, any class set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stsun_lightning.data.batch import Batch
+from stsun_lightning.models.decoder import PixelDecoder
+from stsun_lightning.models.heads import CategoryHead, ValueHead
+from stsun_lightning.models.spatial import ground_position_encoding
+from stsun_lightning.models.spectral import BandEncoder, SpectralTokenizer, TokenizerMode
+from stsun_lightning.models.temporal import DateEncoder, OutputSlots, slot_anchor_weights
+from stsun_lightning.models.trunk import SpaceTimeTrunk
+from stsun_lightning.models.vocabulary import DEFAULT_TASKS, VocabularyEmbedding
+
+__all__ = ["Stsun", "StsunOutput"]
+
+
+@dataclass
+class StsunOutput:
+    """What the network returns.
+
+    Attributes:
+        logits: (B, To, K, H', W') when the batch requested categories, else None.
+        values: (B, To, V, H', W') when it requested variables or bands, else None.
+    """
+
+    logits: Tensor | None = None
+    values: Tensor | None = None
+
+
+class Stsun(nn.Module):
+    """Spectral-temporal network for dense prediction over any band set and task.
+
+    Args:
+        dim: token width D.
+        depth: space-time blocks.
+        num_heads: attention heads.
+        patch_size: patch side p in pixels.
+        mlp_ratio: MLP hidden width over D.
+        band_dim: width of band embeddings (and of regression-variable embeddings).
+        decoder_dim: per-pixel feature width De.
+        stem_dim: channels of the full-resolution band mix.
+        category_dim: width of category embeddings.
+        tokenizer: ``"hypernetwork"`` (cost flat in the number of bands) or ``"attention"``.
+        window: window side (tokens) for windowed spatial attention.
+        max_global_tokens: above this many tokens per frame, spatial attention is windowed.
+        tasks: task vocabulary, in row order.
+        categories: category vocabulary, in row order.
+        variables: regression-variable vocabulary, in row order.
+    """
+
+    def __init__(
+        self,
+        dim: int = 192,
+        depth: int = 6,
+        num_heads: int = 3,
+        patch_size: int = 8,
+        mlp_ratio: float = 4.0,
+        band_dim: int = 64,
+        decoder_dim: int = 32,
+        stem_dim: int = 16,
+        category_dim: int = 64,
+        tokenizer: TokenizerMode = "hypernetwork",
+        window: int = 16,
+        max_global_tokens: int = 1024,
+        tasks: Sequence[str] = DEFAULT_TASKS,
+        categories: Sequence[str] = (),
+        variables: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.patch_size = patch_size
+        self.band_encoder = BandEncoder(band_dim)
+        self.task_embedding = VocabularyEmbedding(tasks, dim, "task", init_std=1.0)
+        self.category_embedding = VocabularyEmbedding(
+            categories, category_dim + 1, "category", init_std=1.0
+        )
+        self.variable_embedding = VocabularyEmbedding(variables, band_dim, "variable", init_std=1.0)
+        self.tokenizer = SpectralTokenizer(
+            dim, patch_size, band_dim, tokenizer, num_heads=max(1, num_heads)
+        )
+        self.date_encoder = DateEncoder(dim)
+        self.trunk = SpaceTimeTrunk(dim, depth, num_heads, mlp_ratio, window, max_global_tokens)
+        self.output_slots = OutputSlots(dim, num_heads, mlp_ratio)
+        self.decoder = PixelDecoder(dim, patch_size, band_dim, decoder_dim, stem_dim)
+        self.category_head = CategoryHead(decoder_dim, category_dim)
+        self.value_head = ValueHead(decoder_dim, band_dim)
+        with torch.no_grad():  # biases start at zero: no class is favoured before training
+            self.category_embedding.weight[:, -1].zero_()
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task vocabulary, in row order."""
+        return self.task_embedding.vocabulary.names
+
+    @property
+    def categories(self) -> list[str]:
+        """Category vocabulary, in row order."""
+        return self.category_embedding.vocabulary.names
+
+    @property
+    def variables(self) -> list[str]:
+        """Regression-variable vocabulary, in row order."""
+        return self.variable_embedding.vocabulary.names
+
+    def forward(self, batch: Batch, label_size: tuple[int, int] | None = None) -> StsunOutput:
+        """Predict.
+
+        Args:
+            batch: the batch (see :class:`~stsun_lightning.data.batch.Batch`).
+            label_size: (H', W') of the output grid; default: the target's grid, or the
+                image's when the batch has no target.
+
+        Returns:
+            :class:`StsunOutput` with ``logits`` (B, To, K, H', W') if the batch asks for
+            categories and ``values`` (B, To, V, H', W') if it asks for variables or bands.
+        """
+        label_size = tuple(label_size) if label_size is not None else batch.label_size()
+        b, t, _c, height, width = batch.image.shape
+        p = self.patch_size
+        image, valid = self._clean_input(batch)
+        band_embedding = self.band_encoder(
+            torch.where(batch.band_mask, batch.wavelength_nm, 0.0),
+            torch.where(batch.band_mask, batch.bandwidth_nm, 0.0),
+            batch.modality,
+        ).to(image.dtype)
+        task_embedding = self.task_embedding(batch.task).to(image.dtype)
+
+        tokens = self.tokenizer(
+            image, band_embedding, batch.band_mask, task_embedding
+        )  # (B, T, h, w, D)
+        h, w = tokens.shape[2:4]
+        position = ground_position_encoding(h, w, p, batch.gsd_m, self.dim).to(tokens.dtype)
+        dates = self.date_encoder(batch.dates).to(tokens.dtype)
+        tokens = (
+            tokens.view(b, t, h * w, self.dim)
+            + position[:, None]
+            + dates[:, :, None]
+            + task_embedding[:, None, None]
+        )
+
+        token_valid = F.max_pool2d(valid[:, None].float(), p, p)[:, 0].bool().view(b, h * w)
+        layout = self.trunk.layout((h, w), token_valid, batch.time_mask)
+        tokens = self.trunk(tokens, task_embedding, layout)
+
+        anchors = slot_anchor_weights(batch.outputs, batch.time_mask)
+        slots = self.output_slots(tokens, batch.outputs, anchors, batch.time_mask, task_embedding)
+        slots = slots.reshape(b, -1, h, w, self.dim)
+        features = self.decoder(
+            slots, image, band_embedding, batch.band_mask, anchors, (height, width), label_size
+        )
+        return self._heads(features, batch)
+
+    def _clean_input(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Zero every value that is not real, and pad H, W up to the patch size.
+
+        Returns:
+            image (B, T, C, Hp, Wp) and valid (B, Hp, Wp) bool.
+        """
+        keep = (
+            batch.valid_mask[:, None, None]
+            & batch.band_mask[:, None, :, None, None]
+            & batch.time_mask[:, :, None, None, None]
+        )
+        image = torch.where(keep & torch.isfinite(batch.image), batch.image, 0.0)
+        height, width = image.shape[-2:]
+        pad_h, pad_w = (-height) % self.patch_size, (-width) % self.patch_size
+        valid = batch.valid_mask
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h))
+            valid = F.pad(valid, (0, pad_w, 0, pad_h))
+        return image, valid
+
+    def _heads(self, features: Tensor, batch: Batch) -> StsunOutput:
+        output = StsunOutput()
+        if batch.categories is not None:
+            if batch.category_mask is None:
+                raise ValueError("Batch asks for categories but has no 'category_mask'.")
+            rows = self.category_embedding(batch.categories)
+            output.logits = self.category_head(features, rows, batch.category_mask)
+        if batch.variables is not None:
+            output.values = self.value_head(
+                features, self.variable_embedding(batch.variables).to(features.dtype)
+            )
+        elif batch.target_wavelength_nm is not None:
+            if batch.target_bandwidth_nm is None or batch.target_modality is None:
+                raise ValueError(
+                    "Batch asks for output bands but lacks 'target_bandwidth_nm' or 'target_modality'."
+                )
+            queries = self.band_encoder(
+                batch.target_wavelength_nm, batch.target_bandwidth_nm, batch.target_modality
+            )
+            output.values = self.value_head(features, queries.to(features.dtype))
+        return output

@@ -1,0 +1,158 @@
+"""Factorised space-time transformer trunk, conditioned on the task in every block."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, allow_some_key, modulate
+from stsun_lightning.models.spatial import merge_windows, partition_windows
+
+__all__ = ["SpaceTimeBlock", "SpaceTimeTrunk", "TokenLayout"]
+
+
+class TokenLayout:
+    """Everything a block needs to know about the token grid of one batch.
+
+    Built once per forward pass, so masks are not rebuilt in every block.
+
+    Args:
+        grid: (h, w) token grid.
+        token_valid: (B, h * w) bool, tokens with at least one valid pixel.
+        time_mask: (B, T) bool, real frames.
+        window: window side for windowed spatial attention.
+        max_global_tokens: above this many tokens per frame, attention is windowed.
+    """
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        token_valid: Tensor,
+        time_mask: Tensor,
+        window: int,
+        max_global_tokens: int,
+    ) -> None:
+        self.grid = grid
+        self.window = window
+        self.num_frames = time_mask.shape[1]
+        self.windowed = grid[0] * grid[1] > max_global_tokens
+        # One real frame everywhere: temporal attention would be an exact identity (null key).
+        self.temporal = bool((time_mask.sum(1) > 1).any())
+        b, t = time_mask.shape
+        if self.temporal:
+            # Each date attends to the other real dates (not itself) and the null key.
+            others = ~torch.eye(t, dtype=torch.bool, device=time_mask.device)
+            self.time_attention_mask = (others[None] & time_mask[:, None, :])[
+                :, None, None
+            ]  # (B, 1, 1, T, T)
+        self.token_valid = token_valid
+        self.all_valid = bool(token_valid.all())
+        self.frame_valid = token_valid[:, None].expand(b, t, -1).reshape(b * t, -1)  # (B*T, L)
+        self._window_masks: dict[int, tuple[Tensor, tuple[int, int]]] = {}
+
+    def spatial_mask(self) -> Tensor | None:
+        """Key mask for global spatial attention, (B*T, 1, 1, L), or None when all valid."""
+        if self.all_valid:
+            return None
+        return allow_some_key(self.frame_valid)[:, None, None, :]
+
+    def window_mask(self, shift: int) -> tuple[Tensor, tuple[int, int]]:
+        """Key mask for windows at ``shift``, (B*T*nW, 1, 1, window²), and the padded grid."""
+        if shift not in self._window_masks:
+            valid, padded = partition_windows(self.frame_valid, self.grid, self.window, shift)
+            self._window_masks[shift] = (allow_some_key(valid)[:, None, None, :], padded)
+        return self._window_masks[shift]
+
+
+class SpaceTimeBlock(nn.Module):
+    """Attention over dates at each location, then over locations in each date, then MLP.
+
+    Every sub-layer is modulated by the task embedding (adaptive layer norm).
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width over ``dim``.
+        shift: window shift (in tokens) used when spatial attention is windowed.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, shift: int = 0) -> None:
+        super().__init__()
+        self.shift = shift
+        self.norm_time = nn.LayerNorm(dim, elementwise_affine=False)
+        self.time_attention = Attention(dim, num_heads, null_key=True)
+        self.norm_space = nn.LayerNorm(dim, elementwise_affine=False)
+        self.space_attention = Attention(dim, num_heads)
+        self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.modulation = TaskModulation(dim, 3)
+
+    def forward(self, x: Tensor, task_embedding: Tensor, layout: TokenLayout) -> Tensor:
+        """Apply the block.
+
+        Args:
+            x: (B, T, L, D) tokens.
+            task_embedding: (B, D).
+            layout: masks and grid of this batch.
+
+        Returns:
+            (B, T, L, D).
+        """
+        b, t, length, d = x.shape
+        sh_t, sc_t, g_t, sh_s, sc_s, g_s, sh_m, sc_m, g_m = self.modulation(task_embedding, 2)
+        if layout.temporal:
+            y = modulate(self.norm_time(x), sh_t, sc_t).transpose(1, 2)  # (B, L, T, D)
+            y = self.time_attention(y, mask=layout.time_attention_mask).transpose(1, 2)
+            x = x + g_t * y
+        y = modulate(self.norm_space(x), sh_s, sc_s).reshape(b * t, length, d)
+        if layout.windowed:
+            shift = self.shift % layout.window
+            windows, padded = partition_windows(y, layout.grid, layout.window, shift)
+            mask, _ = layout.window_mask(shift)
+            y = merge_windows(
+                self.space_attention(windows, mask=mask), layout.grid, padded, layout.window, shift
+            )
+        else:
+            y = self.space_attention(y, mask=layout.spatial_mask())
+        x = x + g_s * y.view(b, t, length, d)
+        return x + g_m * self.mlp(modulate(self.norm_mlp(x), sh_m, sc_m))
+
+
+class SpaceTimeTrunk(nn.Module):
+    """A stack of :class:`SpaceTimeBlock`, alternating window shifts.
+
+    Args:
+        dim: token width.
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width over ``dim``.
+        window: window side (tokens) for windowed spatial attention.
+        max_global_tokens: above this many tokens per frame, spatial attention is windowed.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        window: int = 16,
+        max_global_tokens: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.max_global_tokens = max_global_tokens
+        self.blocks = nn.ModuleList(
+            SpaceTimeBlock(dim, num_heads, mlp_ratio, shift=(window // 2) * (i % 2))
+            for i in range(depth)
+        )
+
+    def layout(self, grid: tuple[int, int], token_valid: Tensor, time_mask: Tensor) -> TokenLayout:
+        """The masks of one batch, for :meth:`forward`."""
+        return TokenLayout(grid, token_valid, time_mask, self.window, self.max_global_tokens)
+
+    def forward(self, x: Tensor, task_embedding: Tensor, layout: TokenLayout) -> Tensor:
+        """(B, T, L, D) -> (B, T, L, D)."""
+        for block in self.blocks:
+            x = block(x, task_embedding, layout)
+        return x
