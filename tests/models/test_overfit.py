@@ -108,7 +108,7 @@ def test_stsun_tiny_overfits_one_batch(make):
         reference = batch.target.abs().mean().item()
     first = loss_fn().item()
     best = first
-    for step in range(400):
+    for step in range(400):  # noqa: B007 (reported after the loop)
         optimizer.zero_grad()
         loss = loss_fn()
         loss.backward()
