@@ -118,7 +118,9 @@ def make_batch(
         time_mask=torch.ones(b, t, dtype=torch.bool),
         valid_mask=torch.ones(b, h, w, dtype=torch.bool),
         task=torch.zeros(b, dtype=torch.long),  # semantic_segmentation
-        outputs=torch.tensor([[float(OutputKind.STATE), t - 1.0, t - 1.0]]).expand(b, -1, -1).clone(),
+        outputs=torch.tensor([[float(OutputKind.STATE), t - 1.0, t - 1.0]])
+        .expand(b, -1, -1)
+        .clone(),
         categories=torch.arange(num_classes).expand(b, -1).clone(),
         category_mask=torch.ones(b, num_classes, dtype=torch.bool),
         target=torch.randint(0, num_classes, (b, 1, h, w), generator=gen),
@@ -253,7 +255,7 @@ class VitLightDecoder(nn.Module):
 
 
 def unet_resnet18(num_classes: int = len(CATEGORIES), in_channels: int = IN_CHANNELS) -> nn.Module:
-    """smp U-Net with a randomly initialised ResNet-18 encoder."""
+    """Smp U-Net with a randomly initialised ResNet-18 encoder."""
     return smp.Unet(
         encoder_name="resnet18", encoder_weights=None, in_channels=in_channels, classes=num_classes
     )

@@ -25,6 +25,11 @@ def test_a_valid_batch_passes_and_reports_its_sizes():
             r"'wavelength_nm' has shape \(2, 4\), expected \(2, 5\)",
         ),
         ("modality", torch.zeros(2, 5), r"'modality' has dtype torch.float32, expected long"),
+        (
+            "modality",
+            torch.full((2, 5), 9),
+            r"'modality' has an unknown id; expected one of 0=optical",
+        ),
         ("band_mask", torch.ones(2, 5), r"'band_mask' has dtype torch.float32, expected bool"),
         ("dates", torch.zeros(2, 3), r"'dates' has shape \(2, 3\), expected \(2, 2\)"),
         (

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stsun_lightning.data.sensors import Modality
 from stsun_lightning.errors import BatchValidationError
 
 __all__ = ["Batch", "OutputKind", "collate_batches"]
@@ -179,6 +180,11 @@ def _validate(b: Batch) -> None:
     for name in ("wavelength_nm", "bandwidth_nm"):
         _check(name, getattr(b, name), (bsz, c), "float")
     _check("modality", b.modality, (bsz, c), "long")
+    if bool(((b.modality < 0) | (b.modality >= len(Modality))).any()):
+        known = ", ".join(f"{m.value}={m.name.lower()}" for m in Modality)
+        raise BatchValidationError(
+            f"Batch field 'modality' has an unknown id; expected one of {known}."
+        )
     _check("band_mask", b.band_mask, (bsz, c), "bool")
     _check("gsd_m", b.gsd_m, (bsz,), "float")
     _check("dates", b.dates, (bsz, t), "float")

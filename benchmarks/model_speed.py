@@ -1,0 +1,684 @@
+"""Speed and memory of STSUN against equal-size baselines, and how its cost grows.
+
+Run from the repository root::
+
+    python benchmarks/model_speed.py            # full: ~10-15 min on 2 CPU cores
+    python benchmarks/model_speed.py --quick    # ~2-3 min, fewer repetitions, no 512²
+    python benchmarks/model_speed.py --profile  # also: top ops of STSUN and the ViT
+
+Every timing is one training step without the optimiser: forward, cross-entropy
+against a random target, backward. All models of a setting live in one process and
+are stepped round-robin (the starting model rotates each repetition), so machine
+noise hits them alike; the mean over the repetitions after warm-up is reported.
+
+Settings (K = 6 categories, B = ``--batch-size``):
+
+1. T = 1, C = 13, 256×256: ``stsun_small`` against the baselines of
+   ``baselines.py`` (ViT + STSUN's decoder, ViT + light decoder, U-Net ResNet-18).
+2. STSUN with C in (4, 13, 50) bands at T = 1.
+3. STSUN with T in (1, 6, 12) dates at C = 13 (one output slot: the last date).
+4. STSUN with H×W in (64², 128², 256², 512²) at T = 1, C = 13.
+
+Activation memory is the total size of the distinct storages autograd saves for
+backward during one forward (``torch.autograd.graph.saved_tensors_hooks``),
+parameters excluded: what a forward keeps alive until backward, on any device.
+
+Results go to ``benchmarks/results/model_speed{,_quick}.{json,md}`` and
+``model_speed_growth{,_quick}.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean, median, pstdev
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import (
+    CATEGORIES,
+    IN_CHANNELS,
+    PRESET,
+    VitLightDecoder,
+    VitSameDecoder,
+    make_batch,
+    make_stsun,
+    num_parameters,
+    unet_resnet18,
+)
+from stsun_lightning.data.batch import Batch
+from stsun_lightning.models import PRESETS, create_model
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SEED = 0
+K = len(CATEGORIES)
+
+CHANNELS = (4, 13, 50)
+DATES = (1, 6, 12)
+SIZES = (64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Repetitions of one run mode.
+
+    Attributes:
+        warmup: untimed steps per model before timing.
+        repeats: timed steps per model, per setting name.
+        sizes: image sides of setting 4.
+    """
+
+    warmup: int
+    repeats: dict[str, int]
+    sizes: tuple[int, ...]
+
+
+FULL = Mode(
+    warmup=2,
+    repeats={"models": 15, "channels": 12, "dates": 8, "pixels": 10},
+    sizes=SIZES,
+)
+QUICK = Mode(
+    warmup=1,
+    repeats={"models": 5, "channels": 4, "dates": 2, "pixels": 4},
+    sizes=SIZES[:-1],
+)
+
+
+@dataclass
+class Case:
+    """One model on one input, timed as a training step.
+
+    Attributes:
+        name: label in the results.
+        model: the network, in train mode.
+        inputs: a :class:`Batch` for STSUN, a (B, C, H, W) tensor for a baseline.
+        target: (N, H, W) class indices matching the flattened logits.
+    """
+
+    name: str
+    model: nn.Module
+    inputs: Batch | Tensor
+    target: Tensor
+
+    def logits(self) -> Tensor:
+        """Forward: (N, K, H, W) logits (STSUN's (B, To, ...) flattened to N = B·To)."""
+        if isinstance(self.inputs, Batch):
+            logits = self.model(self.inputs).logits
+            assert logits is not None
+            return logits.flatten(0, 1)
+        return self.model(self.inputs)
+
+    def step(self) -> float:
+        """One forward + loss + backward; returns its wall time in seconds."""
+        self.model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        loss = F.cross_entropy(self.logits(), self.target)
+        loss.backward()
+        return time.perf_counter() - start
+
+
+def stsun_case(name: str, model: nn.Module, b: int, t: int, c: int, size: int) -> Case:
+    """STSUN on a batch of B items, T dates, C bands, size² pixels."""
+    batch = make_batch(b, t, c, size, size, K, seed=SEED)
+    assert batch.target is not None
+    return Case(name, model, batch, batch.target.flatten(0, 1))
+
+
+def baseline_case(name: str, model: nn.Module, batch: Batch) -> Case:
+    """A fixed-input baseline on the first (only) frame of the STSUN batch."""
+    assert batch.target is not None
+    return Case(name, model, batch.image[:, 0], batch.target[:, 0])
+
+
+def time_round_robin(
+    cases: Sequence[Case], warmup: int, repeats: int
+) -> dict[str, dict[str, list[float]]]:
+    """Time each case ``repeats`` times, interleaved, after ``warmup`` rounds.
+
+    Besides wall time, records the process's minor page faults and system CPU time
+    during each step: on glibc, every tensor of 32 MiB or more is a fresh ``mmap``
+    whose pages fault in on first touch, which can cost as much as the arithmetic.
+
+    Args:
+        cases: what to time.
+        warmup: untimed rounds.
+        repeats: timed rounds.
+
+    Returns:
+        By case name: ``seconds``, ``minor_faults`` and ``system_seconds`` per step, in
+        round order.
+    """
+    records: dict[str, dict[str, list[float]]] = {
+        case.name: {"seconds": [], "minor_faults": [], "system_seconds": []} for case in cases
+    }
+    for round_index in range(warmup + repeats):
+        offset = round_index % len(cases)
+        for case in [*cases[offset:], *cases[:offset]]:
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            seconds = case.step()
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            if round_index >= warmup:
+                record = records[case.name]
+                record["seconds"].append(seconds)
+                record["minor_faults"].append(after.ru_minflt - before.ru_minflt)
+                record["system_seconds"].append(after.ru_stime - before.ru_stime)
+        gc.collect()
+    return records
+
+
+def summarise(record: dict[str, list[float]]) -> dict[str, Any]:
+    """Mean, median, spread and raw values of step times in milliseconds, and faults."""
+    ms = [1000.0 * s for s in record["seconds"]]
+    return {
+        "mean_ms": mean(ms),
+        "median_ms": median(ms),
+        "std_ms": pstdev(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+        "minor_faults_per_step": mean(record["minor_faults"]),
+        "system_ms_per_step": 1000.0 * mean(record["system_seconds"]),
+        "times_ms": ms,
+    }
+
+
+def ratios(
+    records: dict[str, dict[str, list[float]]], numerator: str
+) -> dict[str, dict[str, float]]:
+    """``numerator`` over every other case: ratio of means, and median of paired ratios.
+
+    The paired ratio divides the times of the same round, which cancels slow drifts
+    of the machine; the two estimates agreeing is a sign the run was not disturbed.
+    """
+    top = records[numerator]["seconds"]
+    out = {}
+    for name, record in records.items():
+        if name == numerator:
+            continue
+        other = record["seconds"]
+        paired = [a / b for a, b in zip(top, other, strict=True)]
+        out[name] = {
+            "ratio_of_means": mean(top) / mean(other),
+            "median_paired_ratio": median(paired),
+        }
+    return out
+
+
+def growth(records: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Mean time of each case over the mean time of the first (smallest) one."""
+    first = mean(next(iter(records.values()))["seconds"])
+    return {name: mean(record["seconds"]) / first for name, record in records.items()}
+
+
+def activation_bytes(case: Case) -> dict[str, int]:
+    """Bytes of the distinct storages saved for backward by one forward.
+
+    Parameters are excluded (they exist anyway); views of one storage count once.
+
+    Args:
+        case: model and input.
+
+    Returns:
+        ``bytes`` and ``tensors`` (number of distinct storages).
+    """
+    parameters = {p.untyped_storage().data_ptr() for p in case.model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    case.model.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = F.cross_entropy(case.logits(), case.target)
+    loss.backward()  # frees the graph
+    case.model.zero_grad(set_to_none=True)
+    return {"bytes": sum(storages.values()), "tensors": len(storages)}
+
+
+def parameter_counts() -> dict[str, Any]:
+    """Trainable parameters of the presets (K = 6) and of the baselines."""
+    counts: dict[str, Any] = {}
+    for name in ("stsun_tiny", "stsun_small", "stsun_base"):
+        counts[name] = num_parameters(create_model(name, categories=list(CATEGORIES)))
+    small = make_stsun()
+    counts["stsun_small_by_module"] = {
+        name: num_parameters(module) for name, module in small.named_children()
+    }
+    counts["vit_same_decoder"] = num_parameters(VitSameDecoder(K))
+    counts["vit_light_decoder"] = num_parameters(VitLightDecoder(K))
+    counts["unet_resnet18"] = num_parameters(unet_resnet18(K))
+    return counts
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from."""
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
+
+
+def code_version() -> dict[str, Any]:
+    """Git commit of the repository, and whether the model code has uncommitted edits."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "models_modified": bool(git("status", "--porcelain", "src/stsun_lightning/models")),
+    }
+
+
+def goal(name: str, value: float, threshold: float, stretch: float | None = None) -> dict[str, Any]:
+    """A pass/fail record: ``value <= threshold`` (and ``<= stretch`` when given)."""
+    record: dict[str, Any] = {
+        "goal": name,
+        "value": value,
+        "threshold": threshold,
+        "passed": value <= threshold,
+    }
+    if stretch is not None:
+        record["stretch_threshold"] = stretch
+        record["stretch_passed"] = value <= stretch
+    return record
+
+
+def tune_malloc() -> str:
+    """Make glibc keep freed memory for reuse instead of returning it to the system.
+
+    By default every allocation of 32 MiB or more is an ``mmap`` of its own, whose
+    pages fault in on first touch and are unmapped on free, so a model that makes many
+    large full-resolution tensors pays kernel time per step that a caching allocator
+    (as on GPU) would not. Raising the trim threshold and the heap's top pad, and
+    pinning the mmap threshold at its maximum, removes most of that cost.
+
+    Returns:
+        What the allocator does, for the results.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "default (no glibc: --tune-malloc ignored)"
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    settings = ((m_mmap_threshold, 32 * 2**20), (m_trim_threshold, 2**31 - 1), (m_top_pad, 2**30))
+    if not all(mallopt(option, value) for option, value in settings):
+        return "default (mallopt refused: --tune-malloc ignored)"
+    return "glibc tuned: mmap threshold 32 MiB, trim threshold 2 GiB, top pad 1 GiB"
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with a timestamp."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(mode: Mode, batch_size: int) -> dict[str, Any]:
+    """Run every setting and return all numbers (see the module docstring)."""
+    torch.manual_seed(SEED)
+    stsun = make_stsun().train()
+    baselines = {
+        "vit_same_decoder": VitSameDecoder(K).train(),
+        "vit_light_decoder": VitLightDecoder(K).train(),
+        "unet_resnet18": unet_resnet18(K).train(),
+    }
+    b = batch_size
+    results: dict[str, Any] = {"settings": {}}
+
+    log("setting 1: STSUN vs baselines")
+    main_case = stsun_case("stsun_small", stsun, b, 1, IN_CHANNELS, 256)
+    assert isinstance(main_case.inputs, Batch)
+    cases = [main_case] + [
+        baseline_case(name, model, main_case.inputs) for name, model in baselines.items()
+    ]
+    records = time_round_robin(cases, mode.warmup, mode.repeats["models"])
+    results["settings"]["models"] = {
+        "description": f"T=1, C={IN_CHANNELS}, 256x256, B={b}, K={K}",
+        "times": {name: summarise(r) for name, r in records.items()},
+        "stsun_over": ratios(records, "stsun_small"),
+    }
+
+    log("activation memory")
+    results["activation_memory"] = {
+        "method": "sum of distinct storages saved for backward during one forward "
+        "(torch.autograd.graph.saved_tensors_hooks), parameters excluded",
+        "setting": results["settings"]["models"]["description"],
+        "models": {case.name: activation_bytes(case) for case in cases},
+    }
+    del cases, main_case
+    gc.collect()
+
+    variants: dict[str, tuple[str, list[Case]]] = {
+        "channels": (
+            f"STSUN, T=1, 256x256, B={b}, C in {CHANNELS}",
+            [stsun_case(f"C={c}", stsun, b, 1, c, 256) for c in CHANNELS],
+        ),
+        "dates": (
+            f"STSUN, C={IN_CHANNELS}, 256x256, B={b}, T in {DATES}, one output slot (last date)",
+            [stsun_case(f"T={t}", stsun, b, t, IN_CHANNELS, 256) for t in DATES],
+        ),
+        "pixels": (
+            f"STSUN, T=1, C={IN_CHANNELS}, B={b}, H=W in {mode.sizes}",
+            [stsun_case(f"{s}x{s}", stsun, b, 1, IN_CHANNELS, s) for s in mode.sizes],
+        ),
+    }
+    for setting, (description, setting_cases) in variants.items():
+        log(f"setting {setting}: {description}")
+        records = time_round_robin(setting_cases, mode.warmup, mode.repeats[setting])
+        results["settings"][setting] = {
+            "description": description,
+            "times": {name: summarise(r) for name, r in records.items()},
+            "growth": growth(records),
+        }
+        gc.collect()
+
+    log("parameter counts")
+    results["parameters"] = parameter_counts()
+    results["goals"] = goals(results)
+    return results
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Evaluate the speed and memory goals on the results of :func:`run`."""
+    settings = results["settings"]
+    over = settings["models"]["stsun_over"]
+    memory = results["activation_memory"]["models"]
+    return [
+        goal(
+            "setting 1: STSUN / ViT + same decoder (time)",
+            over["vit_same_decoder"]["ratio_of_means"],
+            1.15,
+        ),
+        goal(
+            "setting 1: STSUN / ViT + light decoder (time)",
+            over["vit_light_decoder"]["ratio_of_means"],
+            1.5,
+        ),
+        goal(
+            "setting 2: STSUN C=50 / C=13 (time)", _ratio(settings["channels"], "C=50", "C=13"), 1.1
+        ),
+        goal("setting 3: STSUN T=6 / T=1 (time)", settings["dates"]["growth"]["T=6"], 4.0, 2.0),
+        goal(
+            "activation memory: STSUN / ViT + same decoder",
+            memory["stsun_small"]["bytes"] / memory["vit_same_decoder"]["bytes"],
+            1.2,
+        ),
+    ]
+
+
+def _ratio(setting: dict[str, Any], numerator: str, denominator: str) -> float:
+    times = setting["times"]
+    return times[numerator]["mean_ms"] / times[denominator]["mean_ms"]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Short markdown tables of the results."""
+    settings = results["settings"]
+    info = results["machine"]
+    lines = [
+        "# Model speed and memory",
+        "",
+        f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads), "
+        f"torch {info['torch']}, {results['mode']} mode, allocator {results['allocator']}, "
+        "train mode; one step = forward + cross-entropy + backward (no optimiser), "
+        f"mean over timed steps per model (per setting: {results['repeats']}) after "
+        f"{results['warmup']} warm-up rounds; page faults = minor faults per step.",
+        "",
+        "## Goals",
+        "",
+        "| goal | value | threshold | result |",
+        "|---|---:|---:|---|",
+    ]
+    for g in results["goals"]:
+        verdict = "pass" if g["passed"] else "**FAIL**"
+        threshold = f"{g['threshold']:.2f}"
+        if "stretch_threshold" in g:
+            threshold += f" (stretch {g['stretch_threshold']:.2f})"
+            verdict += ", stretch " + ("pass" if g["stretch_passed"] else "fail")
+        lines.append(f"| {g['goal']} | {g['value']:.2f} | {threshold} | {verdict} |")
+
+    models = settings["models"]
+    over = models["stsun_over"]
+    lines += [
+        "",
+        f"## Setting 1: {models['description']}",
+        "",
+        "| model | mean ms | median ms | std ms | page faults / step | STSUN / model (means) "
+        "| (median paired) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in models["times"].items():
+        ratio = over.get(name)
+        r1 = f"{ratio['ratio_of_means']:.2f}" if ratio else "-"
+        r2 = f"{ratio['median_paired_ratio']:.2f}" if ratio else "-"
+        lines.append(
+            f"| {name} | {s['mean_ms']:.0f} | {s['median_ms']:.0f} | {s['std_ms']:.0f} "
+            f"| {s['minor_faults_per_step']:.0f} | {r1} | {r2} |"
+        )
+
+    for key, title in (
+        ("channels", "Setting 2"),
+        ("dates", "Setting 3"),
+        ("pixels", "Setting 4"),
+    ):
+        setting = settings[key]
+        lines += [
+            "",
+            f"## {title}: {setting['description']}",
+            "",
+            "| variant | mean ms | median ms | std ms | page faults / step | over first |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, s in setting["times"].items():
+            lines.append(
+                f"| {name} | {s['mean_ms']:.0f} | {s['median_ms']:.0f} | {s['std_ms']:.0f} "
+                f"| {s['minor_faults_per_step']:.0f} | {setting['growth'][name]:.2f} |"
+            )
+
+    memory = results["activation_memory"]
+    reference = memory["models"]["vit_same_decoder"]["bytes"]
+    lines += [
+        "",
+        f"## Activation memory: {memory['setting']}",
+        "",
+        f"Method: {memory['method']}.",
+        "",
+        "| model | MiB | saved storages | over vit_same_decoder |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in memory["models"].items():
+        lines.append(
+            f"| {name} | {m['bytes'] / 2**20:.1f} | {m['tensors']} | {m['bytes'] / reference:.2f} |"
+        )
+
+    params = results["parameters"]
+    lines += ["", "## Parameters (K = 6)", "", "| model | parameters |", "|---|---:|"]
+    for name, count in params.items():
+        if isinstance(count, int):
+            lines.append(f"| {name} | {count / 1e6:.2f} M |")
+    lines += [
+        "",
+        "stsun_small by module: "
+        + ", ".join(
+            f"{name} {count / 1e6:.2f} M"
+            for name, count in params["stsun_small_by_module"].items()
+            if count
+        )
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_growth(results: dict[str, Any], path: Path) -> None:
+    """Three panels: STSUN step time against C, T and pixels, over the smallest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = results["settings"]
+    panels: list[tuple[str, str, list[float], bool]] = [
+        ("channels", "bands C", [float(c) for c in CHANNELS], False),
+        ("dates", "dates T", [float(t) for t in DATES], True),
+        ("pixels", "pixels H×W", [float(s * s) for s in results["pixel_sizes"]], True),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+    for ax, (key, label, xs, proportional) in zip(axes, panels, strict=True):
+        ys = list(settings[key]["growth"].values())
+        ax.plot(xs, ys, "o-", label="STSUN")
+        if proportional:
+            ax.plot(xs, [x / xs[0] for x in xs], "--", color="grey", label="proportional")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log", base=2)
+        else:
+            ax.axhline(1.0, ls="--", color="grey", label="flat")
+        ax.set_xlabel(label)
+        ax.set_ylabel("step time / smallest")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"stsun_small forward+backward, B={results['batch_size']}, CPU", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def profile(batch_size: int, steps: int = 3, rows: int = 25) -> str:
+    """Top ops by self CPU time of STSUN and the ViT with the same decoder (setting 1).
+
+    Args:
+        batch_size: B.
+        steps: profiled steps per model, after one warm-up step.
+        rows: ops listed per model.
+
+    Returns:
+        The two tables, as text.
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.manual_seed(SEED)
+    stsun = stsun_case("stsun_small", make_stsun().train(), batch_size, 1, IN_CHANNELS, 256)
+    assert isinstance(stsun.inputs, Batch)
+    vit = baseline_case("vit_same_decoder", VitSameDecoder(K).train(), stsun.inputs)
+    sections = []
+    for case in (stsun, vit):
+        case.step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            total = sum(case.step() for _ in range(steps))
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        sections.append(
+            f"== {case.name}: {steps} steps, {1000 * total / steps:.0f} ms/step under the "
+            f"profiler ==\n{table}"
+        )
+    return "\n\n".join(sections)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse arguments, run the benchmark, write the results.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        All numbers, as written to the JSON file.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions and no 512² (~2-3 min)"
+    )
+    parser.add_argument("--batch-size", type=int, default=2, help="B of every setting")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed steps per model in every setting"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also write the top ops of STSUN and the ViT (setting 1) by self CPU time",
+    )
+    parser.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="keep freed memory in glibc's heap (fewer page faults; see tune_malloc)",
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
+    args = parser.parse_args(argv)
+
+    mode = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        mode = Mode(mode.warmup, dict.fromkeys(mode.repeats, args.repeats), mode.sizes)
+    allocator = tune_malloc() if args.tune_malloc else "default"
+    suffix = ("_quick" if args.quick else "") + ("_tuned_malloc" if args.tune_malloc else "")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "batch_size": args.batch_size,
+        "num_classes": K,
+        "preset": {"name": "stsun_small", **PRESETS["stsun_small"]},
+        "baseline_sizes": {k: PRESET[k] for k in ("dim", "depth", "num_heads", "patch_size")},
+        "warmup": mode.warmup,
+        "repeats": mode.repeats,
+        "pixel_sizes": list(mode.sizes),
+        "seed": SEED,
+        "machine": machine(),
+        "code": code_version(),
+        "allocator": allocator,
+    }
+    results.update(run(mode, args.batch_size))
+    results["wall_time_s"] = time.perf_counter() - started
+
+    json_path = args.out_dir / f"model_speed{suffix}.json"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path = args.out_dir / f"model_speed{suffix}.md"
+    md_path.write_text(markdown(results))
+    png_path = args.out_dir / f"model_speed_growth{suffix}.png"
+    plot_growth(results, png_path)
+    log(f"wrote {json_path}, {md_path}, {png_path} in {results['wall_time_s']:.0f} s")
+
+    if args.profile:
+        log("profiling setting 1")
+        profile_path = args.out_dir / f"model_speed_profile{suffix}.txt"
+        profile_path.write_text(profile(args.batch_size) + "\n")
+        log(f"wrote {profile_path}")
+    print(md_path.read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The ``stsun`` command: a LightningCLI over :class:`StsunTask` and any datamodule.
+
+``stsun fit|validate|test|predict --config ...``. DDP, mixed precision, multi-node SLURM,
+checkpointing and TensorBoard come from Lightning's Trainer; what the model must know
+about the data (its sources: tasks, class names, variables) flows from the datamodule
+into the model by ``link_arguments``, never typed twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from stsun_lightning.tasks.module import StsunTask
+
+__all__ = ["TRAINER_DEFAULTS", "StsunCLI", "main"]
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "gradient_clip_val": 1.0,
+    # Our batch samplers split batches across DDP ranks themselves.
+    "use_distributed_sampler": False,
+}
+
+
+class StsunCLI(LightningCLI):
+    """LightningCLI that links the datamodule's sources into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link ``data.sources`` (known once the datamodule exists) to ``model.sources``."""
+        parser.link_arguments("data.sources", "model.sources", apply_on="instantiate")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> StsunCLI:
+    """Entry point of ``stsun``.
+
+    Args:
+        args: command-line arguments (default: ``sys.argv[1:]``).
+        run: whether to run the subcommand (False: only instantiate).
+
+    Returns:
+        The CLI object (its ``trainer``, ``model`` and ``datamodule`` are set).
+    """
+    return StsunCLI(
+        StsunTask,
+        LightningDataModule,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""Scenes of aligned GeoTIFFs (inputs per date, and a label) read as patches.
+
+A scene is a set of rasters on one grid: for each input (a sensor and its bands) one
+multi-band GeoTIFF per date, and optionally a label raster. Patches are read window by
+window with rasterio; file handles are opened lazily in each process, never shared
+with DataLoader workers forked after they were opened.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from stsun_lightning.data.batch import Batch, OutputKind
+from stsun_lightning.data.sensors import Sensor
+from stsun_lightning.data.sources import SourceInfo
+
+__all__ = [
+    "BandStatistics",
+    "Scene",
+    "SceneInput",
+    "ScenePatchDataset",
+    "SceneReader",
+    "days_since_epoch",
+]
+
+_EPOCH = date(1970, 1, 1)
+
+
+def days_since_epoch(day: date) -> float:
+    """Days from 1970-01-01 to ``day``."""
+    return float((day - _EPOCH).days)
+
+
+@dataclass(frozen=True)
+class SceneInput:
+    """One input of a scene: a sensor, the bands in the files, and one file per date."""
+
+    sensor: Sensor
+    bands: tuple[str, ...]
+    files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Aligned rasters of one place.
+
+    Attributes:
+        name: scene name.
+        gsd_m: metres per pixel of the grid.
+        dates: acquisition date of each frame.
+        inputs: inputs by name, each with one file per date.
+        label: label raster, or None.
+        height: rows of the grid.
+        width: columns of the grid.
+    """
+
+    name: str
+    gsd_m: float
+    dates: tuple[date, ...]
+    inputs: dict[str, SceneInput]
+    label: Path | None
+    height: int
+    width: int
+
+
+@dataclass
+class BandStatistics:
+    """Per-band normalisation: ``(value * scale - mean) / std`` for each input's bands."""
+
+    mean: dict[str, list[float]] = field(default_factory=dict)
+    std: dict[str, list[float]] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
+
+
+class _Handles:
+    """Open rasterio datasets of this process (re-opened after a fork)."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.open: dict[Path, rasterio.io.DatasetReader] = {}
+
+    def get(self, path: Path) -> rasterio.io.DatasetReader:
+        if self.pid != os.getpid():
+            self.pid, self.open = os.getpid(), {}
+        if path not in self.open:
+            self.open[path] = rasterio.open(path)
+        return self.open[path]
+
+
+class SceneReader:
+    """Reads normalised windows of a scene's inputs, from any process.
+
+    Args:
+        statistics: band normalisation of each input.
+    """
+
+    def __init__(self, statistics: BandStatistics) -> None:
+        self.statistics = statistics
+        self.handles = _Handles()
+
+    def read(self, scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read one window of every input and date.
+
+        Windows may reach past the raster's edges; what lies outside is invalid.
+
+        Args:
+            scene: the scene.
+            window: the window in the scene's grid.
+
+        Returns:
+            image (T, C, h, w) float32 normalised (NaN where invalid) and valid (h, w) bool,
+            True where every band of every date has data.
+        """
+        shape = (int(window.height), int(window.width))
+        frames, valid = [], np.ones(shape, dtype=bool)
+        for t in range(len(scene.dates)):
+            bands = []
+            for name, scene_input in scene.inputs.items():
+                reader = self.handles.get(scene_input.files[t])
+                raw = reader.read(window=window, masked=True, boundless=True).astype(np.float32)
+                data = raw.filled(np.nan)
+                valid &= ~np.ma.getmaskarray(raw).any(0) & np.isfinite(data).all(0)
+                mean = np.asarray(self.statistics.mean[name], np.float32)[:, None, None]
+                std = np.asarray(self.statistics.std[name], np.float32)[:, None, None]
+                bands.append((data * self.statistics.scale[name] - mean) / std)
+            frames.append(np.concatenate(bands, 0))
+        return np.stack(frames), valid
+
+
+class ScenePatchDataset(Dataset[Batch]):
+    """Patches of scenes of one source, each a one-item :class:`Batch`.
+
+    Args:
+        scenes: the scenes (all of one source).
+        source: what the source offers (task, categories or variables).
+        vocabularies: ``{"tasks", "categories", "variables"}`` name lists of the model.
+        label_classes: label value -> category name (class labels only).
+        ignore_values: label values that mean "no label".
+        outputs: ``"state"`` (state at the last date), ``"change"`` (first to last date)
+            or ``"aggregate"``.
+        statistics: band normalisation of each input.
+        patch_size: side of a patch in pixels.
+        mode: ``"random"`` windows (``samples_per_scene`` of them per scene, augmented
+            by flips and rotations) or a ``"grid"`` of non-overlapping windows.
+        samples_per_scene: random windows per scene.
+        seed: seed of the random windows.
+        augment: random flips and 90° rotations (random mode only).
+    """
+
+    def __init__(
+        self,
+        scenes: list[Scene],
+        source: SourceInfo,
+        vocabularies: dict[str, list[str]],
+        label_classes: dict[int, str],
+        ignore_values: tuple[float, ...],
+        outputs: Literal["state", "change", "aggregate"],
+        statistics: BandStatistics,
+        patch_size: int,
+        mode: Literal["random", "grid"] = "random",
+        samples_per_scene: int = 64,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        self.scenes = scenes
+        self.source = source
+        self.statistics = statistics
+        self.patch_size = patch_size
+        self.outputs = outputs
+        self.augment = augment and mode == "random"
+        self.seed = seed
+        self.task_row = vocabularies["tasks"].index(source.task)
+        self.category_rows = [vocabularies["categories"].index(c) for c in source.categories]
+        self.variable_rows = [vocabularies["variables"].index(v) for v in source.variables]
+        self.label_lut = (
+            self._label_lut(label_classes, ignore_values) if source.is_classification else None
+        )
+        self.ignore_values = ignore_values
+        self.windows = self._windows(mode, samples_per_scene)
+        self.reader = SceneReader(statistics)
+
+    def _label_lut(self, classes: dict[int, str], ignore: tuple[float, ...]) -> dict[int, int]:
+        lut = {int(v): self.source.categories.index(name) for v, name in classes.items()}
+        lut.update({int(v): -1 for v in ignore})
+        return lut
+
+    def _windows(self, mode: str, samples_per_scene: int) -> list[tuple[int, int, int]]:
+        p = self.patch_size
+        windows = []
+        for i, scene in enumerate(self.scenes):
+            if mode == "grid":
+                windows += [
+                    (i, r, c)
+                    for r in range(0, scene.height - p + 1, p)
+                    for c in range(0, scene.width - p + 1, p)
+                ]
+            else:
+                rng = np.random.default_rng((self.seed, i))
+                rows = rng.integers(0, scene.height - p + 1, samples_per_scene)
+                cols = rng.integers(0, scene.width - p + 1, samples_per_scene)
+                windows += [(i, int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
+        return windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> Batch:
+        scene_index, row, col = self.windows[index]
+        scene = self.scenes[scene_index]
+        window = Window(col, row, self.patch_size, self.patch_size)
+        image, valid = self.reader.read(scene, window)
+        target = self._read_label(scene, window)
+        if target is not None:  # no label where the input has no data
+            target[~valid] = -1 if self.label_lut is not None else np.nan
+        if self.augment:
+            image, valid, target = self._augment(index, image, valid, target)
+        return self._batch(scene, image, valid, target)
+
+    def _read_label(self, scene: Scene, window: Window) -> np.ndarray | None:
+        if scene.label is None:
+            return None
+        raw = self.reader.handles.get(scene.label).read(1, window=window)
+        if self.label_lut is None:
+            return np.where(np.isin(raw, self.ignore_values), np.nan, raw).astype(np.float32)
+        target = np.full(raw.shape, -1, dtype=np.int64)
+        for value in np.unique(raw):
+            if int(value) not in self.label_lut:
+                known = sorted(self.label_lut)
+                raise ValueError(
+                    f"Label value {int(value)} in {scene.label} is not a declared class of source "
+                    f"{self.source.name!r} (declared values: {known}); declare it or add it to ignore_values."
+                )
+            target[raw == value] = self.label_lut[int(value)]
+        return target
+
+    def _augment(
+        self, index: int, image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        rng = np.random.default_rng((self.seed, 7, index))
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+
+        def apply(a: np.ndarray) -> np.ndarray:
+            a = np.rot90(a, k, axes=(-2, -1))
+            return np.ascontiguousarray(a[..., ::-1] if flip else a)
+
+        return apply(image), apply(valid), None if target is None else apply(target)
+
+    def _batch(
+        self, scene: Scene, image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
+    ) -> Batch:
+        rows = self.category_rows if self.source.is_classification else self.variable_rows
+        return scene_batch(
+            scene,
+            image,
+            valid,
+            self.task_row,
+            self.outputs,
+            rows,
+            self.source.is_classification,
+            self.source.name,
+            target,
+        )
+
+
+def scene_batch(
+    scene: Scene,
+    image: np.ndarray,
+    valid: np.ndarray,
+    task_row: int,
+    outputs: Literal["state", "change", "aggregate"],
+    rows: list[int],
+    classification: bool,
+    source: str,
+    target: np.ndarray | None = None,
+) -> Batch:
+    """A one-item batch of a window of ``scene``.
+
+    Args:
+        scene: the scene the window comes from.
+        image: (T, C, h, w) normalised values.
+        valid: (h, w) bool.
+        task_row: row of the task vocabulary.
+        outputs: "state" (at the last date), "change" (first to last date) or "aggregate".
+        rows: category rows (classification) or variable rows (regression).
+        classification: whether ``rows`` are categories.
+        source: source name.
+        target: (h', w') labels (long, -1 ignored) or values (float, NaN ignored), or None.
+
+    Returns:
+        The batch, B = 1, To = 1.
+    """
+    metadata = [si.sensor.metadata(si.bands) for si in scene.inputs.values()]
+    t = len(scene.dates)
+    kind, ref_a, ref_b = {
+        "state": (OutputKind.STATE, t - 1, t - 1),
+        "change": (OutputKind.CHANGE, 0, t - 1),
+        "aggregate": (OutputKind.AGGREGATE, -1, -1),
+    }[outputs]
+    fields: dict[str, object] = dict(
+        image=torch.from_numpy(image)[None],
+        wavelength_nm=torch.cat([m["wavelength_nm"] for m in metadata])[None],
+        bandwidth_nm=torch.cat([m["bandwidth_nm"] for m in metadata])[None],
+        modality=torch.cat([m["modality"] for m in metadata])[None],
+        band_mask=torch.ones(1, image.shape[1], dtype=torch.bool),
+        gsd_m=torch.tensor([scene.gsd_m], dtype=torch.float32),
+        dates=torch.tensor([[days_since_epoch(d) for d in scene.dates]], dtype=torch.float32),
+        time_mask=torch.ones(1, t, dtype=torch.bool),
+        valid_mask=torch.from_numpy(valid)[None],
+        task=torch.tensor([task_row]),
+        outputs=torch.tensor([[[float(kind), float(ref_a), float(ref_b)]]]),
+        source=[source],
+    )
+    if classification:
+        fields["categories"] = torch.tensor([rows])
+        fields["category_mask"] = torch.ones(1, len(rows), dtype=torch.bool)
+        if target is not None:
+            fields["target"] = torch.from_numpy(target)[None, None]
+    else:
+        fields["variables"] = torch.tensor([rows])
+        if target is not None:
+            fields["target"] = torch.from_numpy(target)[None, None, None]
+    return Batch(**fields)

@@ -1,0 +1,168 @@
+"""The datamodule of the built-in synthetic world: every source, one model."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from lightning import LightningDataModule
+from torch.utils.data import ConcatDataset, DataLoader
+
+from stsun_lightning.data.batch import collate_batches
+from stsun_lightning.data.sampling import SourceBatchSampler
+from stsun_lightning.data.scenes import Scene, SceneInput, ScenePatchDataset
+from stsun_lightning.data.sensors import Modality, get_sensor
+from stsun_lightning.data.sources import SourceInfo, build_vocabularies
+from stsun_lightning.data.statistics import load_or_compute_statistics
+from stsun_lightning.data.world import SpectralWorld
+
+__all__ = ["SpectralWorldDataModule"]
+
+_OPTICAL_SCALE = 1e-4  # reflectance is stored as uint16 × 10000
+
+
+class SpectralWorldDataModule(LightningDataModule):
+    """Patches of every SpectralWorld source, in batches homogeneous per source.
+
+    The world is generated into ``root`` on first use (cached, atomic, deterministic by
+    seed) as real GeoTIFFs, then read window by window like any user's rasters.
+
+    Args:
+        root: cache folder of the world.
+        seed: seed of the world.
+        scene_size: side of each scene in pixels.
+        scenes_per_source: scenes per source (the last is for validation).
+        sources: names of the sources to use (default: all).
+        patch_size: side of training and validation patches in pixels.
+        batch_size: patches per batch.
+        train_batches_per_epoch: batches per training epoch, over all sources.
+        samples_per_scene: random training windows per scene.
+        temperature: source-mixing temperature (1 = by size, larger = more uniform).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/spectral_world",
+        seed: int = 0,
+        scene_size: int = 256,
+        scenes_per_source: int = 4,
+        sources: list[str] | None = None,
+        patch_size: int = 64,
+        batch_size: int = 8,
+        train_batches_per_epoch: int = 100,
+        samples_per_scene: int = 256,
+        temperature: float = 2.0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.world = SpectralWorld(self.root, seed, scene_size, scenes_per_source, sources)
+        self.manifest = self.world.generate()
+        self.source_infos = [
+            self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
+        ]
+        self.vocabularies = build_vocabularies(self.source_infos)
+
+    @staticmethod
+    def _source_info(name: str, spec: dict[str, Any]) -> SourceInfo:
+        label = spec["label"]
+        if label["kind"] == "classes":
+            ordered = sorted(label["classes"].items(), key=lambda kv: int(kv[0]))
+            return SourceInfo(name, spec["task"], categories=tuple(n for _, n in ordered))
+        return SourceInfo(name, spec["task"], variables=tuple(label["variables"]))
+
+    @property
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """The sources as plain data, for ``StsunTask(sources=...)`` (linked by the CLI)."""
+        return {s.name: s.to_dict() for s in self.source_infos}
+
+    def scenes(self, source: str, split: str) -> list[Scene]:
+        """The scenes of ``source`` in ``split`` ("train" or "val")."""
+        spec = self.manifest["sources"][source]
+        scenes = []
+        for entry in spec["scenes"]:
+            if entry["split"] != split:
+                continue
+            inputs = {
+                name: SceneInput(
+                    get_sensor(info["sensor"]),
+                    tuple(info["bands"]),
+                    tuple(self.root / f for f in entry["files"][name]),
+                )
+                for name, info in spec["inputs"].items()
+            }
+            size = self.manifest["scene_size"]
+            label = self.root / entry["label"] if entry.get("label") else None
+            dates = tuple(date.fromisoformat(d) for d in entry["dates"])
+            scenes.append(
+                Scene(entry["name"], float(entry["gsd_m"]), dates, inputs, label, size, size)
+            )
+        return scenes
+
+    def _dataset(self, source: SourceInfo, split: str, mode: str) -> ScenePatchDataset:
+        spec = self.manifest["sources"][source.name]
+        scales = {
+            name: _OPTICAL_SCALE
+            if get_sensor(info["sensor"]).bands[0].modality == Modality.OPTICAL
+            else 1.0
+            for name, info in spec["inputs"].items()
+        }
+        statistics = load_or_compute_statistics(
+            self.root / "statistics" / f"{source.name}.json",
+            self.scenes(source.name, "train"),
+            scales,
+        )
+        label = spec["label"]
+        classes = {int(v): n for v, n in label.get("classes", {}).items()}
+        return ScenePatchDataset(
+            self.scenes(source.name, split),
+            source,
+            self.vocabularies,
+            classes,
+            tuple(label.get("ignore_values", ())),
+            spec["outputs"],
+            statistics,
+            self.hparams.patch_size,
+            mode=mode,
+            samples_per_scene=self.hparams.samples_per_scene,
+            seed=self.hparams.seed,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of every source for the stage."""
+        if stage in (None, "fit"):
+            self.train_sets = [self._dataset(s, "train", "random") for s in self.source_infos]
+        self.val_sets = [self._dataset(s, "val", "grid") for s in self.source_infos]
+
+    def _loader(self, datasets: list[ScenePatchDataset], shuffle: bool) -> DataLoader:
+        sampler = SourceBatchSampler(
+            [len(d) for d in datasets],
+            self.hparams.batch_size,
+            num_batches=self.hparams.train_batches_per_epoch if shuffle else None,
+            temperature=self.hparams.temperature,
+            seed=self.hparams.seed,
+            shuffle=shuffle,
+        )
+        workers = self.hparams.num_workers
+        return DataLoader(
+            ConcatDataset(datasets),
+            batch_sampler=sampler,
+            collate_fn=collate_batches,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Random patches of the training scenes, sources mixed by temperature."""
+        return self._loader(self.train_sets, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """A grid of patches over each source's validation scenes."""
+        return self._loader(self.val_sets, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation scenes (the synthetic world has no separate test split)."""
+        return self._loader(self.val_sets, shuffle=False)

@@ -1,0 +1,109 @@
+"""Sliding windows over a raster, blended smoothly, accumulated one row band at a time.
+
+Memory is bounded by one band of rows (window height × raster width), never by the
+raster: a row of the output is final, and written, as soon as no later window covers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["RowBandAccumulator", "blend_weights", "window_starts"]
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows covering ``length`` pixels.
+
+    The last window ends at the raster's edge (it is shifted back, not padded), so
+    every window except on rasters smaller than one window lies fully inside.
+
+    Args:
+        length: raster size along one axis.
+        window: window size.
+        stride: distance between window starts (window - overlap), > 0.
+
+    Returns:
+        Sorted, unique starts.
+    """
+    if stride <= 0:
+        raise ValueError(
+            f"Window stride must be > 0 (overlap smaller than the window), got {stride}."
+        )
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return [*starts, length - window]
+
+
+def blend_weights(window: int, overlap: int) -> np.ndarray:
+    """(window, window) weights that ramp up linearly over ``overlap`` pixels from each edge.
+
+    Overlapping windows are averaged with these weights, so each window's least
+    reliable pixels (near its border, with the least context) count least and no seam
+    shows. Weights stay > 0, so a pixel covered by one window keeps its prediction.
+    """
+    ramp = np.minimum(1.0, (np.arange(window, dtype=np.float32) + 0.5) / max(overlap, 1))
+    ramp = np.minimum(ramp, ramp[::-1])
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+class RowBandAccumulator:
+    """Weighted sums of window predictions for the rows of the current row band.
+
+    Args:
+        channels: predicted channels per pixel (K classes or V values).
+        height: raster rows.
+        width: raster columns.
+        window: window side.
+        overlap: overlap between windows.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, window: int, overlap: int) -> None:
+        self.height, self.width, self.window = height, width, window
+        self.row_starts = window_starts(height, window, window - overlap)
+        self.col_starts = window_starts(width, window, window - overlap)
+        self.weights = blend_weights(window, overlap)
+        rows = min(window, height)
+        self.sums = np.zeros((channels, rows, width), dtype=np.float32)
+        self.total = np.zeros((rows, width), dtype=np.float32)
+        self.band = 0
+
+    def add(self, col: int, prediction: np.ndarray, valid: np.ndarray) -> None:
+        """Add one window of the current row band.
+
+        Args:
+            col: the window's first column.
+            prediction: (channels, window, window), clipped to the raster where it reaches past.
+            valid: (window, window) bool; invalid pixels add nothing.
+        """
+        rows = min(prediction.shape[1], self.sums.shape[1])
+        cols = min(prediction.shape[2], self.width - col)
+        weight = self.weights[:rows, :cols] * valid[:rows, :cols]
+        self.sums[:, :rows, col : col + cols] += prediction[:, :rows, :cols] * weight
+        self.total[:rows, col : col + cols] += weight
+
+    def finish_band(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """Close the current row band.
+
+        Returns:
+            The first final row, the blended (channels, n, width) predictions of the n
+            rows that no later window covers, and their (n, width) total weight
+            (0 where no valid pixel was seen).
+        """
+        top = self.row_starts[self.band]
+        last = self.band == len(self.row_starts) - 1
+        n = (self.height - top) if last else self.row_starts[self.band + 1] - top
+        total = self.total[:n].copy()
+        blended = self.sums[:, :n] / np.maximum(total, 1e-12)
+        # Keep the rows the next band overlaps; start fresh below them.
+        self.sums = np.concatenate([self.sums[:, n:], np.zeros_like(self.sums[:, :n])], 1)
+        self.total = np.concatenate([self.total[n:], np.zeros_like(self.total[:n])], 0)
+        self.band += 1
+        return top, blended, total
+
+    def bands(self) -> Iterator[tuple[int, list[int]]]:
+        """(row start, column starts) of each row band, in order."""
+        for row in self.row_starts:
+            yield row, self.col_starts

@@ -1,0 +1,241 @@
+"""The LightningModule: routes each batch by its task to the right loss and metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from stsun_lightning.data.batch import Batch
+from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
+from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.models import StsunOutput, create_model
+from stsun_lightning.tasks.losses import category_loss, value_loss
+from stsun_lightning.tasks.metrics import SourceMetrics
+from stsun_lightning.tasks.panels import panel
+
+__all__ = ["StsunTask"]
+
+log = logging.getLogger(__name__)
+
+
+class StsunTask(LightningModule):
+    """Trains one STSUN network on many sources and tasks at once.
+
+    Each batch comes from one source (one dataset, sensor set and task); its loss is
+    cross-entropy over the requested categories or L1 over the requested values.
+    Losses are balanced across tasks by dividing each by a running mean of its own
+    magnitude (``loss_balance="running_mean"``): every task then contributes steps of
+    comparable size, whether its loss is in nats or in metres, and none starves.
+
+    Args:
+        model: preset name of the network (see ``stsun_lightning.models.list_models``).
+        model_overrides: constructor arguments of the network to override.
+        sources: the datamodule's sources, by name (linked from the datamodule by the
+            CLI): ``{name: {"task": ..., "categories": [...]} or {"variables": [...]}}``.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to norms, biases and tables).
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr_ratio: final learning rate over the peak.
+        loss_balance: ``"running_mean"`` or ``"none"``.
+        balance_momentum: momentum of the running mean of each task's loss.
+        max_nonfinite_losses: NaN/inf losses tolerated (each step skipped) before stopping.
+        panel_every_n_epochs: log image panels every this many validation epochs (0 = never).
+    """
+
+    def __init__(
+        self,
+        model: str = "stsun_tiny",
+        model_overrides: dict[str, Any] | None = None,
+        sources: dict[str, dict[str, Any]] | None = None,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.01,
+        loss_balance: Literal["running_mean", "none"] = "running_mean",
+        balance_momentum: float = 0.98,
+        max_nonfinite_losses: int = 10,
+        panel_every_n_epochs: int = 5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.sources = {s.name: s for s in parse_sources(sources or {})}
+        vocab = build_vocabularies(self.sources.values())
+        self.model = create_model(model, **vocab, **(model_overrides or {}))
+        self.val_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
+        self.test_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
+        self.loss_scale: dict[str, float] = {}
+        self.nonfinite_losses = 0
+
+    def forward(self, batch: Batch) -> StsunOutput:
+        """Run the network on a batch."""
+        return self.model(batch)
+
+    def _source(self, batch: Batch) -> SourceInfo:
+        name = batch.source[0]
+        if name not in self.sources:
+            raise unknown_name_error("source", name, self.sources, where="batch.source")
+        return self.sources[name]
+
+    @staticmethod
+    def _loss(output: StsunOutput, batch: Batch) -> Tensor:
+        if batch.target is None:
+            raise ValueError(f"Batch from source {batch.source[0]!r} has no target to train on.")
+        if output.logits is not None:
+            return category_loss(output.logits, batch.target)
+        return value_loss(output.values, batch.target)
+
+    def _balanced(self, loss: Tensor, task: str) -> Tensor:
+        if self.hparams.loss_balance == "none":
+            return loss
+        value = float(loss.detach())
+        m = self.hparams.balance_momentum
+        previous = self.loss_scale.get(task)
+        self.loss_scale[task] = value if previous is None else m * previous + (1 - m) * value
+        return loss / max(self.loss_scale[task], 1e-6)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """One step on one source's batch; a non-finite loss skips the step."""
+        source = self._source(batch)
+        loss = self._loss(self(batch), batch)
+        if not bool(torch.isfinite(loss)):
+            return self._skip_nonfinite(loss, source)
+        balanced = self._balanced(loss, source.task)
+        size = batch.batch_size
+        self.log(f"train/{source.name}/loss", loss, batch_size=size)
+        self.log("train/loss", balanced, batch_size=size, prog_bar=True)
+        return balanced
+
+    def _skip_nonfinite(self, loss: Tensor, source: SourceInfo) -> Tensor:
+        self.nonfinite_losses += 1
+        limit = self.hparams.max_nonfinite_losses
+        if self.nonfinite_losses > limit:
+            raise RuntimeError(
+                f"Stopping: {self.nonfinite_losses} non-finite losses (limit max_nonfinite_losses={limit}); "
+                f"the last came from source {source.name!r}. Check its inputs and labels for NaN/inf, "
+                "or lower the learning rate."
+            )
+        log.warning(
+            "Non-finite loss (%s) on source %r at step %d: step skipped (%d of at most %d).",
+            float(loss),
+            source.name,
+            self.global_step,
+            self.nonfinite_losses,
+            limit,
+        )
+        # A zero that reaches every parameter: all DDP ranks still take part in the step.
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def _evaluate(
+        self, batch: Batch, stage: str, metrics: nn.ModuleDict
+    ) -> tuple[StsunOutput, Tensor]:
+        source = self._source(batch)
+        output = self(batch)
+        loss = self._loss(output, batch)
+        prediction = output.logits if output.logits is not None else output.values
+        metrics[source.name].update(prediction, batch.target)
+        self.log(
+            f"{stage}/{source.name}/loss",
+            loss,
+            batch_size=batch.batch_size,
+            add_dataloader_idx=False,
+        )
+        return output, loss
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Update the source's metrics; log a panel on the first batch of some epochs."""
+        output, loss = self._evaluate(batch, "val", self.val_metrics)
+        every = self.hparams.panel_every_n_epochs
+        if batch_idx == 0 and every and self.current_epoch % every == 0:
+            self._log_panel(batch, output)
+        return loss
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Update the source's test metrics."""
+        return self._evaluate(batch, "test", self.test_metrics)[1]
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> StsunOutput:
+        """The network's raw output."""
+        return self(batch)
+
+    def _log_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
+        for name, source_metrics in metrics.items():
+            if not source_metrics.metrics.update_called:
+                continue
+            for metric, value in source_metrics.compute().items():
+                self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)
+            source_metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/<source>/<metric>`` for every source seen."""
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/<source>/<metric>`` for every source seen."""
+        self._log_metrics("test", self.test_metrics)
+
+    def _log_panel(self, batch: Batch, output: StsunOutput) -> None:
+        if not isinstance(self.logger, TensorBoardLogger) or batch.target is None:
+            return
+        frame = int(batch.time_mask[0].nonzero().max())
+        if output.logits is not None:
+            target, prediction = batch.target[0, -1], output.logits[0, -1].argmax(0)
+        else:
+            target, prediction = batch.target[0, -1, 0], output.values[0, -1, 0]
+        picture = panel(
+            batch.image[0, frame].cpu(),
+            batch.wavelength_nm[0].cpu(),
+            batch.band_mask[0].cpu(),
+            target.cpu(),
+            prediction.detach().cpu(),
+        )
+        self.logger.experiment.add_image(f"panels/{batch.source[0]}", picture, self.global_step)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with linear warm-up and cosine decay to ``min_lr_ratio`` × the peak."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_table = name.endswith("embedding.weight") or ".null_key" in name
+            (decay if p.dim() >= 2 and not is_table else no_decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.learning_rate,
+        )
+        total = (
+            max(int(self.trainer.estimated_stepping_batches), 1)
+            if self._trainer is not None
+            else 1000
+        )
+        warmup = min(self.hparams.warmup_steps, max(total // 10, 1))
+        floor = self.hparams.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the loss balance's running means with the weights."""
+        checkpoint["loss_scale"] = dict(self.loss_scale)
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        """Restore the loss balance's running means."""
+        self.loss_scale = dict(checkpoint.get("loss_scale", {}))
