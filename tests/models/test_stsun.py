@@ -260,3 +260,16 @@ def test_every_parameter_on_the_path_of_a_task_gets_a_gradient(tokenizer, reques
         if not name.startswith(off_path) and (p.grad is None or p.grad.abs().sum() == 0)
     ]
     assert missing == []
+
+
+def test_a_batch_mixing_tasks_equals_its_items_run_alone():
+    model = _model()
+    batch = make_batch(b=2, t=2, c=4)
+    batch.task[1] = 3
+    with torch.no_grad():
+        together = model(batch).logits
+        for i in range(2):
+            alone = dataclasses.replace(
+                batch, **{k: v[i : i + 1] for k, v in batch.tensors().items()}, source=["test"]
+            )
+            torch.testing.assert_close(model(alone).logits, together[i : i + 1], atol=ATOL, rtol=0)

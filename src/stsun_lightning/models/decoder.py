@@ -61,10 +61,13 @@ class PixelDecoder(nn.Module):
         Returns:
             (B, T, c0, H, W).
         """
-        mix = self.band_mix(band_embedding) * band_weights(band_mask)[..., None].to(
-            band_embedding.dtype
-        )
-        return torch.einsum("btchw,bck->btkhw", image, mix.to(image.dtype))
+        b, t, c, h, w = image.shape
+        weights = band_weights(band_mask)[..., None].to(band_embedding.dtype)
+        mix = (
+            (self.band_mix(band_embedding) * weights).transpose(1, 2).to(image.dtype)
+        )  # (B, c0, C)
+        # A matmul over the image as it lies in memory (an einsum here copied it).
+        return torch.matmul(mix[:, None], image.view(b, t, c, h * w)).view(b, t, -1, h, w)
 
     def forward(
         self,

@@ -20,7 +20,11 @@ MASKED_LOGIT = -1.0e4
 
 
 class CategoryHead(nn.Module):
-    """logits = scale × cosine(pixel feature, category embedding) + category bias.
+    """logits = scale × cosine(pixel feature, projected category embedding) + category bias.
+
+    Category rows are projected into the pixel-feature space (not pixel features into
+    the category space), so at full resolution only a dot product and one norm per pixel
+    are computed.
 
     Args:
         feature_dim: per-pixel feature width De.
@@ -30,7 +34,7 @@ class CategoryHead(nn.Module):
 
     def __init__(self, feature_dim: int, embed_dim: int, init_scale: float = 10.0) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(feature_dim, embed_dim, 1)
+        self.proj = nn.Linear(embed_dim, feature_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
 
     def forward(self, features: Tensor, category_rows: Tensor, category_mask: Tensor) -> Tensor:
@@ -45,14 +49,11 @@ class CategoryHead(nn.Module):
         Returns:
             (B, To, K, H, W) logits; unrequested rows hold :data:`MASKED_LOGIT`.
         """
-        b, to, _de, h, w = features.shape
-        f = F.normalize(self.proj(features.flatten(0, 1)), dim=1).view(b, to, -1, h, w)
         embed, bias = category_rows[..., :-1], category_rows[..., -1]
-        e = F.normalize(embed, dim=-1).to(f.dtype)
-        logits = (
-            torch.einsum("bodhw,bkd->bokhw", f, e) * self.log_scale.exp()
-            + bias[:, None, :, None, None]
-        )
+        e = F.normalize(self.proj(embed), dim=-1).to(features.dtype)  # (B, K, De)
+        dots = torch.einsum("bodhw,bkd->bokhw", features, e)
+        norm = torch.linalg.vector_norm(features, dim=2, keepdim=True).clamp(min=1e-6)
+        logits = dots * (self.log_scale.exp() / norm) + bias[:, None, :, None, None]
         mask = category_mask if category_mask.dim() == 3 else category_mask[:, None, :]
         return logits.masked_fill(~mask[..., None, None], MASKED_LOGIT)
 

@@ -11,6 +11,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stsun_lightning.data.sensors import Modality
@@ -164,22 +165,17 @@ class SpectralTokenizer(nn.Module):
     def _hypernetwork(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
         b, t, c, height, width = image.shape
         p = self.patch_size
-        h, w = height // p, width // p
         weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, C)
         kernel = self.kernel(band_embedding) * weights[..., None]  # (B, C, D*p*p)
-        kernel = (
-            kernel.view(b, c, self.dim, p, p).permute(0, 1, 3, 4, 2).reshape(b, c * p * p, self.dim)
-        )
+        kernel = kernel.view(b, c, self.dim, p, p).transpose(1, 2).reshape(b * self.dim, c, p, p)
         bias = (self.bias(band_embedding) * weights[..., None]).sum(1)  # (B, D)
-        patches = (
-            image.view(b, t, c, h, p, w, p)
-            .permute(0, 1, 3, 5, 2, 4, 6)
-            .reshape(b, t * h * w, c * p * p)
+        # One grouped convolution, a group per item. At T = 1 its input is a view of the
+        # image, so autograd keeps the same storage the decoder's stem keeps.
+        frames = image.transpose(0, 1).reshape(t, b * c, height, width)
+        tokens = F.conv2d(
+            frames, kernel.to(image.dtype), bias.flatten().to(image.dtype), stride=p, groups=b
         )
-        tokens = torch.baddbmm(
-            bias[:, None, :].to(patches.dtype), patches, kernel.to(patches.dtype)
-        )
-        return tokens.view(b, t, h, w, self.dim)
+        return tokens.view(t, b, self.dim, height // p, width // p).permute(1, 0, 3, 4, 2)
 
     def _attention(
         self, image: Tensor, band_embedding: Tensor, band_mask: Tensor, task_embedding: Tensor

@@ -39,7 +39,10 @@ class Stsun(nn.Module):
 
     Args:
         dim: token width D.
-        depth: space-time blocks.
+        depth: space-time blocks in all.
+        slot_depth: how many of them run on the output slots rather than the input dates
+            (default: half). Dates are collapsed into slots half way, so the cost of the
+            second half does not grow with T.
         num_heads: attention heads.
         patch_size: patch side p in pixels.
         mlp_ratio: MLP hidden width over D.
@@ -59,6 +62,7 @@ class Stsun(nn.Module):
         self,
         dim: int = 192,
         depth: int = 6,
+        slot_depth: int | None = None,
         num_heads: int = 3,
         patch_size: int = 8,
         mlp_ratio: float = 4.0,
@@ -86,8 +90,17 @@ class Stsun(nn.Module):
             dim, patch_size, band_dim, tokenizer, num_heads=max(1, num_heads)
         )
         self.date_encoder = DateEncoder(dim)
-        self.trunk = SpaceTimeTrunk(dim, depth, num_heads, mlp_ratio, window, max_global_tokens)
-        self.output_slots = OutputSlots(dim, num_heads, mlp_ratio)
+        slot_depth = depth // 2 if slot_depth is None else slot_depth
+        if not 0 <= slot_depth <= depth:
+            raise ValueError(f"slot_depth must be in [0, depth={depth}], got {slot_depth}.")
+        date_depth = depth - slot_depth
+        self.date_trunk = SpaceTimeTrunk(
+            dim, date_depth, num_heads, mlp_ratio, window, max_global_tokens
+        )
+        self.output_slots = OutputSlots(dim, num_heads)
+        self.slot_trunk = SpaceTimeTrunk(
+            dim, slot_depth, num_heads, mlp_ratio, window, max_global_tokens, date_depth
+        )
         self.decoder = PixelDecoder(dim, patch_size, band_dim, decoder_dim, stem_dim)
         self.category_head = CategoryHead(decoder_dim, category_dim)
         self.value_head = ValueHead(decoder_dim, band_dim)
@@ -131,6 +144,10 @@ class Stsun(nn.Module):
             batch.modality,
         ).to(image.dtype)
         task_embedding = self.task_embedding(batch.task).to(image.dtype)
+        # Batches are homogeneous by design: one task means one modulation for all items.
+        condition = (
+            task_embedding[:1] if bool((batch.task == batch.task[0]).all()) else task_embedding
+        )
 
         tokens = self.tokenizer(
             image, band_embedding, batch.band_mask, task_embedding
@@ -146,11 +163,15 @@ class Stsun(nn.Module):
         )
 
         token_valid = F.max_pool2d(valid[:, None].float(), p, p)[:, 0].bool().view(b, h * w)
-        layout = self.trunk.layout((h, w), token_valid, batch.time_mask)
-        tokens = self.trunk(tokens, task_embedding, layout)
+        layout = self.date_trunk.layout((h, w), token_valid, batch.time_mask)
+        tokens = self.date_trunk(tokens, condition, layout)
 
         anchors = slot_anchor_weights(batch.outputs, batch.time_mask)
-        slots = self.output_slots(tokens, batch.outputs, anchors, batch.time_mask, task_embedding)
+        slots = self.output_slots(tokens, batch.outputs, anchors, batch.time_mask, condition)
+        every_slot = torch.ones(b, slots.shape[1], dtype=torch.bool, device=slots.device)
+        slots = self.slot_trunk(
+            slots, condition, self.slot_trunk.layout((h, w), token_valid, every_slot)
+        )
         slots = slots.reshape(b, -1, h, w, self.dim)
         features = self.decoder(
             slots, image, band_embedding, batch.band_mask, anchors, (height, width), label_size
@@ -163,12 +184,15 @@ class Stsun(nn.Module):
         Returns:
             image (B, T, C, Hp, Wp) and valid (B, Hp, Wp) bool.
         """
-        keep = (
-            batch.valid_mask[:, None, None]
-            & batch.band_mask[:, None, :, None, None]
-            & batch.time_mask[:, :, None, None, None]
-        )
-        image = torch.where(keep & torch.isfinite(batch.image), batch.image, 0.0)
+        if bool(batch.valid_mask.all() & batch.band_mask.all() & batch.time_mask.all()):
+            image = torch.nan_to_num(batch.image, nan=0.0, posinf=0.0, neginf=0.0)  # one pass
+        else:
+            keep = (
+                batch.valid_mask[:, None, None]
+                & batch.band_mask[:, None, :, None, None]
+                & batch.time_mask[:, :, None, None, None]
+            )
+            image = torch.where(keep & torch.isfinite(batch.image), batch.image, 0.0)
         height, width = image.shape[-2:]
         pad_h, pad_w = (-height) % self.patch_size, (-width) % self.patch_size
         valid = batch.valid_mask

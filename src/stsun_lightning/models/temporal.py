@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stsun_lightning.data.batch import OutputKind
-from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, modulate
+from stsun_lightning.models.layers import Attention, TaskModulation
 
 __all__ = ["DAYS_PER_YEAR", "DateEncoder", "OutputSlots", "slot_anchor_weights"]
 
@@ -88,24 +88,22 @@ class OutputSlots(nn.Module):
 
     Each slot starts from its anchor frames (``a`` and the difference ``b - a``) plus a
     learned embedding of its kind, then attends over all real input dates at its
-    location (masked, with a null key) and passes an MLP, both modulated by the task.
+    location (masked, with a null key), modulated by the task. No MLP here: the slot
+    blocks of the trunk that follow have their own.
 
     Args:
         dim: token width.
         num_heads: attention heads.
-        mlp_ratio: MLP hidden width over ``dim``.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.kind = nn.Embedding(len(OutputKind), dim)
         self.start = nn.Linear(2 * dim, dim)
         self.norm_query = nn.LayerNorm(dim, elementwise_affine=False)
         self.norm_context = nn.LayerNorm(dim)
         self.attention = Attention(dim, num_heads, cross=True, null_key=True)
-        self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mlp = Mlp(dim, mlp_ratio)
-        self.modulation = TaskModulation(dim, 2)
+        self.modulation = TaskModulation(dim, 1)
 
     def forward(
         self,
@@ -122,7 +120,7 @@ class OutputSlots(nn.Module):
             outputs: (B, To, 3) slot descriptions.
             anchors: weights ``a`` and ``b`` from :func:`slot_anchor_weights`, (B, To, T).
             time_mask: (B, T) bool.
-            task_embedding: (B, D).
+            task_embedding: (B, D), or (1, D) when the whole batch has one task.
 
         Returns:
             (B, To, L, D).
@@ -135,10 +133,9 @@ class OutputSlots(nn.Module):
             self.start(torch.cat([start_a, start_b - start_a], -1)) + self.kind(kind)[:, None]
         )  # (B, L, To, D)
         context = self.norm_context(tokens.transpose(1, 2))  # (B, L, T, D)
-        sh1, sc1, g1, sh2, sc2, g2 = self.modulation(task_embedding, 2)
+        (attention_mod,) = self.modulation(task_embedding)
         mask = time_mask[:, None, None, None, :]  # (B, 1(L), 1(heads), 1(To), T)
-        slots = slots + g1 * self.attention(
-            modulate(self.norm_query(slots), sh1, sc1), context, mask=mask
+        slots = slots + self.attention(
+            self.norm_query(slots), context, mask=mask, modulation=attention_mod
         )
-        slots = slots + g2 * self.mlp(modulate(self.norm_mlp(slots), sh2, sc2))
         return slots.transpose(1, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, allow_some_key, modulate
+from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, allow_some_key
 from stsun_lightning.models.spatial import merge_windows, partition_windows
 
 __all__ = ["SpaceTimeBlock", "SpaceTimeTrunk", "TokenLayout"]
@@ -92,30 +92,35 @@ class SpaceTimeBlock(nn.Module):
 
         Args:
             x: (B, T, L, D) tokens.
-            task_embedding: (B, D).
+            task_embedding: (B, D), or (1, D) when the whole batch has one task.
             layout: masks and grid of this batch.
 
         Returns:
             (B, T, L, D).
         """
         b, t, length, d = x.shape
-        sh_t, sc_t, g_t, sh_s, sc_s, g_s, sh_m, sc_m, g_m = self.modulation(task_embedding, 2)
+        time_mod, space_mod, mlp_mod = self.modulation(task_embedding)
         if layout.temporal:
-            y = modulate(self.norm_time(x), sh_t, sc_t).transpose(1, 2)  # (B, L, T, D)
-            y = self.time_attention(y, mask=layout.time_attention_mask).transpose(1, 2)
-            x = x + g_t * y
-        y = modulate(self.norm_space(x), sh_s, sc_s).reshape(b * t, length, d)
+            shift, scale, gate = time_mod
+            qkv = self.time_attention.project(self.norm_time(x), shift, scale).transpose(
+                1, 2
+            )  # (B, L, T, 3D)
+            y = self.time_attention.attend(qkv, mask=layout.time_attention_mask).transpose(1, 2)
+            x = x + self.time_attention.output(y, gate)
+        shift, scale, gate = space_mod
+        qkv = self.space_attention.project(self.norm_space(x), shift, scale).reshape(
+            b * t, length, 3 * d
+        )
         if layout.windowed:
-            shift = self.shift % layout.window
-            windows, padded = partition_windows(y, layout.grid, layout.window, shift)
-            mask, _ = layout.window_mask(shift)
-            y = merge_windows(
-                self.space_attention(windows, mask=mask), layout.grid, padded, layout.window, shift
-            )
+            offset = self.shift % layout.window
+            windows, padded = partition_windows(qkv, layout.grid, layout.window, offset)
+            mask, _ = layout.window_mask(offset)
+            y = self.space_attention.attend(windows, mask=mask)
+            y = merge_windows(y, layout.grid, padded, layout.window, offset)
         else:
-            y = self.space_attention(y, mask=layout.spatial_mask())
-        x = x + g_s * y.view(b, t, length, d)
-        return x + g_m * self.mlp(modulate(self.norm_mlp(x), sh_m, sc_m))
+            y = self.space_attention.attend(qkv, mask=layout.spatial_mask())
+        x = x + self.space_attention.output(y.view(b, t, length, d), gate)
+        return x + self.mlp(self.norm_mlp(x), mlp_mod)
 
 
 class SpaceTimeTrunk(nn.Module):
@@ -128,6 +133,7 @@ class SpaceTimeTrunk(nn.Module):
         mlp_ratio: MLP hidden width over ``dim``.
         window: window side (tokens) for windowed spatial attention.
         max_global_tokens: above this many tokens per frame, spatial attention is windowed.
+        first_block: index of the first block in the whole network (sets the shift parity).
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class SpaceTimeTrunk(nn.Module):
         mlp_ratio: float = 4.0,
         window: int = 16,
         max_global_tokens: int = 1024,
+        first_block: int = 0,
     ) -> None:
         super().__init__()
         self.window = window
