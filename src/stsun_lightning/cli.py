@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from stsun_lightning.tasks.module import StsunTask
 
-__all__ = ["TRAINER_DEFAULTS", "StsunCLI", "main"]
+__all__ = ["TRAINER_DEFAULTS", "StsunCLI", "build_cli", "main"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "gradient_clip_val": 1.0,
@@ -32,8 +32,8 @@ class StsunCLI(LightningCLI):
         parser.link_arguments("data.sources", "model.sources", apply_on="instantiate")
 
 
-def main(args: list[str] | None = None, run: bool = True) -> StsunCLI:
-    """Entry point of ``stsun``.
+def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:
+    """Parse ``args``, build trainer, model and datamodule, and run the subcommand.
 
     Args:
         args: command-line arguments (default: ``sys.argv[1:]``).
@@ -51,6 +51,11 @@ def main(args: list[str] | None = None, run: bool = True) -> StsunCLI:
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``stsun``: ``stsun fit|validate|test|predict --config ...``."""
+    build_cli(args)
 
 
 if __name__ == "__main__":

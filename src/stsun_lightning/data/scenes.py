@@ -9,6 +9,7 @@ with DataLoader workers forked after they were opened.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset
@@ -82,19 +84,42 @@ class BandStatistics:
     scale: dict[str, float] = field(default_factory=dict)
 
 
+def _close_all(datasets: dict[Path, rasterio.io.DatasetReader]) -> None:
+    for dataset in datasets.values():
+        dataset.close()
+    datasets.clear()
+
+
 class _Handles:
-    """Open rasterio datasets of this process (re-opened after a fork)."""
+    """Open rasterio datasets of this process (re-opened after a fork).
+
+    They are closed by a finaliser that runs at exit, before the interpreter tears
+    down the modules GDAL needs to close them cleanly.
+    """
 
     def __init__(self) -> None:
         self.pid = -1
         self.open: dict[Path, rasterio.io.DatasetReader] = {}
+        self._finalizer = weakref.finalize(self, _close_all, self.open)
 
     def get(self, path: Path) -> rasterio.io.DatasetReader:
         if self.pid != os.getpid():
+            # Handles inherited through fork are never used: open our own.
             self.pid, self.open = os.getpid(), {}
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_all, self.open)
         if path not in self.open:
-            self.open[path] = rasterio.open(path)
+            try:
+                self.open[path] = rasterio.open(path)
+            except rasterio.errors.RasterioIOError as error:
+                raise OSError(f"Cannot open raster {path}: {error}") from None
         return self.open[path]
+
+    def __getstate__(self) -> dict:
+        return {}  # never pickle open handles into worker processes
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
 
 
 class SceneReader:

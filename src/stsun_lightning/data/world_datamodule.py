@@ -33,7 +33,7 @@ class SpectralWorldDataModule(LightningDataModule):
         seed: seed of the world.
         scene_size: side of each scene in pixels.
         scenes_per_source: scenes per source (the last is for validation).
-        sources: names of the sources to use (default: all).
+        source_names: names of the world's sources to use (default: all).
         patch_size: side of training and validation patches in pixels.
         batch_size: patches per batch.
         train_batches_per_epoch: batches per training epoch, over all sources.
@@ -48,7 +48,7 @@ class SpectralWorldDataModule(LightningDataModule):
         seed: int = 0,
         scene_size: int = 256,
         scenes_per_source: int = 4,
-        sources: list[str] | None = None,
+        source_names: list[str] | None = None,
         patch_size: int = 64,
         batch_size: int = 8,
         train_batches_per_epoch: int = 100,
@@ -59,7 +59,7 @@ class SpectralWorldDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root)
-        self.world = SpectralWorld(self.root, seed, scene_size, scenes_per_source, sources)
+        self.world = SpectralWorld(self.root, seed, scene_size, scenes_per_source, source_names)
         self.manifest = self.world.generate()
         self.source_infos = [
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
@@ -165,4 +165,8 @@ class SpectralWorldDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         """The validation scenes (the synthetic world has no separate test split)."""
+        return self._loader(self.val_sets, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Patches of the validation scenes (whole scenes: see ``stsun_lightning.predict``)."""
         return self._loader(self.val_sets, shuffle=False)

@@ -27,6 +27,7 @@ class SourceMetrics(nn.Module):
     def __init__(self, source: SourceInfo) -> None:
         super().__init__()
         self.source = source
+        self.updated = False
         if source.is_classification:
             k = len(source.categories)
             common = dict(num_classes=k, ignore_index=IGNORE_INDEX, validate_args=False)
@@ -51,6 +52,7 @@ class SourceMetrics(nn.Module):
             prediction: classes (B, To, K, H, W) logits, or values (B, To, V, H, W).
             target: (B, To, H, W) long with -1 ignored, or (B, To, V, H, W) with NaN ignored.
         """
+        self.updated = True
         if self.source.is_classification:
             self.metrics.update(prediction.argmax(2).flatten(), target.flatten())
         else:
@@ -74,3 +76,4 @@ class SourceMetrics(nn.Module):
     def reset(self) -> None:
         """Forget the batches seen so far."""
         self.metrics.reset()
+        self.updated = False

@@ -166,7 +166,7 @@ class StsunTask(LightningModule):
 
     def _log_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
         for name, source_metrics in metrics.items():
-            if not source_metrics.metrics.update_called:
+            if not source_metrics.updated:
                 continue
             for metric, value in source_metrics.compute().items():
                 self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)

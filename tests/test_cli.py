@@ -1,0 +1,145 @@
+"""The ``stsun`` CLI driven in-process through fit, validate, test and predict."""
+
+import pytest
+import torch
+import yaml
+
+from stsun_lightning.cli import build_cli, main
+from stsun_lightning.data.world import SOURCES
+from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
+
+
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    SpectralWorldDataModule(root=str(root), scene_size=64, scenes_per_source=2)  # generate once
+    return root
+
+
+def _data_args(root, *sources):
+    args = [
+        "--data=stsun_lightning.data.world_datamodule.SpectralWorldDataModule",
+        f"--data.root={root}",
+        "--data.scene_size=64",
+        "--data.scenes_per_source=2",
+        "--data.patch_size=32",
+        "--data.batch_size=2",
+        "--data.train_batches_per_epoch=4",
+        "--data.samples_per_scene=8",
+    ]
+    if sources:
+        args.append(f"--data.source_names=[{','.join(sources)}]")
+    return args
+
+
+def _trainer_args(tmp_path):
+    return [
+        "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_fit_runs_for_every_task_kind(world_root, tmp_path, source):
+    cli = build_cli(
+        [
+            "fit",
+            *_data_args(world_root, source),
+            *_trainer_args(tmp_path),
+            "--trainer.fast_dev_run=1",
+        ]
+    )
+    assert cli.model.sources.keys() == {source}
+    assert cli.trainer.state.finished
+    logged = cli.trainer.callback_metrics
+    assert torch.isfinite(logged["train/loss"])
+    assert any(k.startswith(f"val/{source}/") for k in logged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_other_subcommands_run(world_root, tmp_path, subcommand):
+    cli = build_cli(
+        [
+            subcommand,
+            *_data_args(world_root, "s2_clouds", "canopy_height"),
+            *_trainer_args(tmp_path),
+            "--trainer.fast_dev_run=1",
+        ]
+    )
+    assert cli.trainer.state.finished
+
+
+@pytest.mark.slow
+def test_sources_flow_from_the_datamodule_into_the_model(world_root, tmp_path):
+    cli = build_cli([*_data_args(world_root), *_trainer_args(tmp_path)], run=False)
+    model = cli.model.model
+    assert set(cli.model.sources) == set(SOURCES)
+    assert {"wheat", "tree_cover", "building", "cloud", "change"} <= set(model.categories)
+    assert model.variables == ["canopy_height"]
+    assert len(model.categories) == len(set(model.categories))  # shared names share a row
+
+
+@pytest.mark.slow
+def test_a_reloaded_checkpoint_gives_the_same_validation_metrics(world_root, tmp_path):
+    args = [
+        *_data_args(world_root, "landsat8_landcover", "canopy_height"),
+        *_trainer_args(tmp_path),
+    ]
+    cli = build_cli(["fit", *args, "--trainer.max_steps=3"])
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    first = build_cli(["validate", *args, f"--ckpt_path={checkpoint}"])
+    again = build_cli(["validate", *args, f"--ckpt_path={checkpoint}"])
+    metrics = {
+        k: float(v) for k, v in first.trainer.callback_metrics.items() if k.startswith("val/")
+    }
+    assert "val/landsat8_landcover/miou" in metrics and "val/canopy_height/mae" in metrics
+    for name, value in metrics.items():
+        assert float(again.trainer.callback_metrics[name]) == pytest.approx(value, abs=1e-6)
+    assert first.model.model.categories == cli.model.model.categories
+    state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    torch.testing.assert_close(
+        state["model.category_embedding.weight"], first.model.model.category_embedding.weight
+    )
+
+
+@pytest.mark.slow
+def test_a_printed_config_runs_as_given(world_root, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                *_data_args(world_root, "s2_change"),
+                *_trainer_args(tmp_path),
+                "--trainer.fast_dev_run=1",
+                "--print_config",
+            ]
+        )
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert (
+        config["model"]["model"] == "stsun_tiny" and config["trainer"]["gradient_clip_val"] == 1.0
+    )
+    path = tmp_path / "printed.yaml"
+    path.write_text(printed)
+    cli = build_cli(["fit", f"--config={path}"])
+    assert cli.trainer.state.finished
+
+
+@pytest.mark.slow
+def test_the_config_is_saved_with_every_run(world_root, tmp_path):
+    build_cli(
+        [
+            "fit",
+            *_data_args(world_root, "s2_clouds"),
+            *_trainer_args(tmp_path),
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=1",
+        ]
+    )
+    saved = list(tmp_path.rglob("config.yaml"))
+    assert saved and yaml.safe_load(saved[0].read_text())["data"]["init_args"]["source_names"] == [
+        "s2_clouds"
+    ]
