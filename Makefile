@@ -15,6 +15,10 @@ PYTHON_SYSTEM := $(shell \
     $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
   done)
 
+# On small machines PyTorch's OpenMP threads spin while waiting for each other, and any
+# other busy process (a DataLoader worker) then slows every op to ~15 ms: let them sleep.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: install test test-fast demo lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
@@ -29,6 +33,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m stsun_lightning.demo --config configs/demo.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

@@ -46,6 +46,10 @@ from pathlib import Path
 from statistics import mean, median, pstdev
 from typing import Any
 
+# Must precede torch's OpenMP start-up: spinning threads on a 2-core machine turn any
+# other busy process into a 15 ms stall per op (see docs/architecture.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -148,10 +152,51 @@ def baseline_case(name: str, model: nn.Module, batch: Batch) -> Case:
     return Case(name, model, batch.image[:, 0], batch.target[:, 0])
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds used by all processes since boot (``/proc/stat``), or None off Linux.
+
+    Counts user, nice, system, irq, softirq and steal time (a hypervisor's neighbours
+    show up as steal).
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Timings:
+    """Per-step measurements of a round-robin run.
+
+    Attributes:
+        records: by case name, ``seconds``, ``minor_faults``, ``system_seconds`` and
+            ``cpu_seconds`` (user + system, all threads) per step, over the kept rounds,
+            in round order.
+        rounds: ``kept`` and ``discarded`` timed rounds, ``other_load`` of every timed
+            round (share of all cores used by other processes), and ``contended``: True
+            when no round was quiet and all rounds were kept.
+    """
+
+    records: dict[str, dict[str, list[float]]]
+    rounds: dict[str, Any]
+
+
 def time_round_robin(
-    cases: Sequence[Case], warmup: int, repeats: int
-) -> dict[str, dict[str, list[float]]]:
+    cases: Sequence[Case], warmup: int, repeats: int, max_other_load: float = 0.1
+) -> Timings:
     """Time each case ``repeats`` times, interleaved, after ``warmup`` rounds.
+
+    The starting case rotates each round. A round during which other processes used
+    more than ``max_other_load`` of all cores is discarded and run again, up to
+    ``repeats`` extra rounds; if no round was quiet, all are kept and flagged.
 
     Besides wall time, records the process's minor page faults and system CPU time
     during each step: on glibc, every tensor of 32 MiB or more is a fresh ``mmap``
@@ -160,32 +205,58 @@ def time_round_robin(
     Args:
         cases: what to time.
         warmup: untimed rounds.
-        repeats: timed rounds.
+        repeats: timed rounds to keep.
+        max_other_load: share of all cores (0-1) other processes may use in a kept round.
 
     Returns:
-        By case name: ``seconds``, ``minor_faults``, ``system_seconds`` and
-        ``cpu_seconds`` (user + system, all threads) per step, in round order.
+        The kept steps and what was kept.
     """
-    records: dict[str, dict[str, list[float]]] = {
-        case.name: {"seconds": [], "minor_faults": [], "system_seconds": [], "cpu_seconds": []}
-        for case in cases
-    }
-    for round_index in range(warmup + repeats):
+    keys = ("seconds", "minor_faults", "system_seconds", "cpu_seconds")
+    timed: list[tuple[dict[str, dict[str, float]], float | None]] = []
+    kept = 0
+    round_index = 0
+    while kept < repeats and round_index < warmup + 2 * repeats:
         offset = round_index % len(cases)
+        busy_before, own_before = busy_cpu_seconds(), own_cpu_seconds()
+        start = time.perf_counter()
+        steps: dict[str, dict[str, float]] = {}
         for case in [*cases[offset:], *cases[:offset]]:
             before = resource.getrusage(resource.RUSAGE_SELF)
             seconds = case.step()
             after = resource.getrusage(resource.RUSAGE_SELF)
-            if round_index >= warmup:
-                record = records[case.name]
-                record["seconds"].append(seconds)
-                record["minor_faults"].append(after.ru_minflt - before.ru_minflt)
-                record["system_seconds"].append(after.ru_stime - before.ru_stime)
-                record["cpu_seconds"].append(
-                    after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-                )
+            steps[case.name] = {
+                "seconds": seconds,
+                "minor_faults": after.ru_minflt - before.ru_minflt,
+                "system_seconds": after.ru_stime - before.ru_stime,
+                "cpu_seconds": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            }
+        wall = time.perf_counter() - start
+        busy_after, own_after = busy_cpu_seconds(), own_cpu_seconds()
         gc.collect()
-    return records
+        round_index += 1
+        if round_index <= warmup:
+            continue
+        load = None
+        if busy_before is not None and busy_after is not None:
+            others = busy_after - busy_before - (own_after - own_before)
+            load = max(0.0, others) / (wall * (os.cpu_count() or 1))
+        timed.append((steps, load))
+        if load is None or load <= max_other_load:
+            kept += 1
+    quiet = [steps for steps, load in timed if load is None or load <= max_other_load]
+    chosen = quiet or [steps for steps, _ in timed]
+    records = {
+        case.name: {key: [steps[case.name][key] for steps in chosen] for key in keys}
+        for case in cases
+    }
+    rounds = {
+        "kept": len(chosen),
+        "discarded": len(timed) - len(quiet) if quiet else 0,
+        "other_load": [load for _, load in timed],
+        "max_other_load": max_other_load,
+        "contended": not quiet,
+    }
+    return Timings(records, rounds)
 
 
 def summarise(record: dict[str, list[float]]) -> dict[str, Any]:
@@ -374,8 +445,17 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(mode: Mode, batch_size: int) -> dict[str, Any]:
-    """Run every setting and return all numbers (see the module docstring)."""
+def run(mode: Mode, batch_size: int, max_other_load: float = 0.1) -> dict[str, Any]:
+    """Run every setting and return all numbers (see the module docstring).
+
+    Args:
+        mode: repetitions.
+        batch_size: B of every setting.
+        max_other_load: see :func:`time_round_robin`.
+
+    Returns:
+        The numbers, by setting.
+    """
     torch.manual_seed(SEED)
     stsun = make_stsun().train()
     baselines = {
@@ -392,11 +472,12 @@ def run(mode: Mode, batch_size: int) -> dict[str, Any]:
     cases = [main_case] + [
         baseline_case(name, model, main_case.inputs) for name, model in baselines.items()
     ]
-    records = time_round_robin(cases, mode.warmup, mode.repeats["models"])
+    timings = time_round_robin(cases, mode.warmup, mode.repeats["models"], max_other_load)
     results["settings"]["models"] = {
         "description": f"T=1, C={IN_CHANNELS}, 256x256, B={b}, K={K}",
-        "times": {name: summarise(r) for name, r in records.items()},
-        "stsun_over": ratios(records, "stsun_small"),
+        "rounds": timings.rounds,
+        "times": {name: summarise(r) for name, r in timings.records.items()},
+        "stsun_over": ratios(timings.records, "stsun_small"),
     }
 
     log("activation memory")
@@ -425,12 +506,15 @@ def run(mode: Mode, batch_size: int) -> dict[str, Any]:
     }
     for setting, (description, setting_cases) in variants.items():
         log(f"setting {setting}: {description}")
-        records = time_round_robin(setting_cases, mode.warmup, mode.repeats[setting])
+        timings = time_round_robin(
+            setting_cases, mode.warmup, mode.repeats[setting], max_other_load
+        )
         results["settings"][setting] = {
             "description": description,
-            "times": {name: summarise(r) for name, r in records.items()},
-            "growth": growth(records),
-            "growth_of_medians": growth(records, median),
+            "rounds": timings.rounds,
+            "times": {name: summarise(r) for name, r in timings.records.items()},
+            "growth": growth(timings.records),
+            "growth_of_medians": growth(timings.records, median),
         }
         gc.collect()
 
@@ -481,6 +565,15 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _rounds_note(setting: dict[str, Any]) -> str:
+    """One line on which timed rounds a setting kept."""
+    rounds = setting["rounds"]
+    note = f"Timed rounds kept: {rounds['kept']}; rerun for other load: {rounds['discarded']}."
+    if rounds["contended"]:
+        note += " **No quiet round: all kept, times are inflated by other processes.**"
+    return note
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Short markdown tables of the results."""
     settings = results["settings"]
@@ -494,7 +587,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"mean over timed steps per model (per setting: {results['repeats']}) after "
         f"{results['warmup']} warm-up rounds; page faults = minor faults per step; "
         "CPU share = process CPU time / (wall time × threads), well below 1 when "
-        "something else used the cores.",
+        "something else used the cores. A round during which other processes used more "
+        f"than {results['max_other_load']:.0%} of all cores is discarded and rerun.",
+        "",
+        f"Code: commit {str(results['code']['commit'])[:10]}, model sources sha256 "
+        f"{results['code']['models_sha256']}"
+        + (" (uncommitted edits)" if results["code"]["models_modified"] else "")
+        + ".",
         "",
         "## Goals",
         "",
@@ -519,6 +618,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"## Setting 1: {models['description']}",
         "",
+        _rounds_note(models),
+        "",
         "| model | mean ms | median ms | std ms | page faults / step | CPU share "
         "| STSUN / model (means) | (median paired) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -541,6 +642,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"## {title}: {setting['description']}",
+            "",
+            _rounds_note(setting),
             "",
             "| variant | mean ms | median ms | std ms | page faults / step | CPU share "
             "| over first (means) | (medians) |",
@@ -596,26 +699,35 @@ def plot_growth(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     settings = results["settings"]
-    panels: list[tuple[str, str, list[float], bool]] = [
-        ("channels", "bands C", [float(c) for c in CHANNELS], False),
-        ("dates", "dates T", [float(t) for t in DATES], True),
-        ("pixels", "pixels H×W", [float(s * s) for s in results["pixel_sizes"]], True),
+    sizes = results["pixel_sizes"]
+    panels: list[tuple[str, str, list[float], list[str], bool]] = [
+        ("channels", "bands C", [float(c) for c in CHANNELS], [str(c) for c in CHANNELS], False),
+        ("dates", "dates T", [float(t) for t in DATES], [str(t) for t in DATES], True),
+        ("pixels", "pixels H×W", [float(s * s) for s in sizes], [f"{s}²" for s in sizes], True),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
-    for ax, (key, label, xs, proportional) in zip(axes, panels, strict=True):
-        ys = list(settings[key]["growth"].values())
-        ax.plot(xs, ys, "o-", label="STSUN")
+    for ax, (key, label, xs, ticks, proportional) in zip(axes, panels, strict=True):
+        ax.plot(xs, list(settings[key]["growth"].values()), "o-", label="STSUN (means)")
+        ax.plot(
+            xs, list(settings[key]["growth_of_medians"].values()), "x:", label="STSUN (medians)"
+        )
         if proportional:
             ax.plot(xs, [x / xs[0] for x in xs], "--", color="grey", label="proportional")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log", base=2)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
         else:
             ax.axhline(1.0, ls="--", color="grey", label="flat")
+        ax.set_xticks(xs, ticks)
+        ax.minorticks_off()
         ax.set_xlabel(label)
         ax.set_ylabel("step time / smallest")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"stsun_small forward+backward, B={results['batch_size']}, CPU", fontsize=10)
+    fig.suptitle(
+        f"stsun_small forward + backward, B={results['batch_size']}, CPU "
+        f"({results['machine']['torch_threads']} threads)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -679,6 +791,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="keep freed memory in glibc's heap (fewer page faults; see tune_malloc)",
     )
+    parser.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.1,
+        help="rerun a round if other processes used more than this share of all cores "
+        "(1 keeps every round)",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
     args = parser.parse_args(argv)
 
@@ -700,11 +819,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "repeats": mode.repeats,
         "pixel_sizes": list(mode.sizes),
         "seed": SEED,
+        "max_other_load": args.max_other_load,
         "machine": machine(),
         "code": code_version(),
         "allocator": allocator,
     }
-    results.update(run(mode, args.batch_size))
+    results.update(run(mode, args.batch_size, args.max_other_load))
     results["wall_time_s"] = time.perf_counter() - started
 
     json_path = args.out_dir / f"model_speed{suffix}.json"

@@ -61,6 +61,9 @@ class OutputRaster:
         self.colormap = colormap
         self.dtype, self.nodata = dtype, nodata
         self.target.parent.mkdir(parents=True, exist_ok=True)
+        # Leftovers of an interrupted run for this target are superseded by this one.
+        for stale in self.target.parent.glob(f".{self.target.name}.*"):
+            stale.unlink(missing_ok=True)
         self._rows = self.target.with_name(f".{self.target.name}.{os.getpid()}.rows.tif")
         self._dataset = rasterio.open(
             self._rows, "w", driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate",
