@@ -25,8 +25,8 @@ from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from stsun_lightning.data.batch import Batch, OutputKind
-from stsun_lightning.data.sensors import get_sensor
+from stsun_lightning.data.batch import Batch
+from stsun_lightning.data.examples import example_batch
 from stsun_lightning.models import PRESETS, Stsun, create_model
 from stsun_lightning.models.decoder import PixelDecoder
 
@@ -40,7 +40,6 @@ __all__ = [
     "make_batch",
     "make_stsun",
     "num_parameters",
-    "sensor_metadata",
     "unet_resnet18",
 ]
 
@@ -61,72 +60,16 @@ CATEGORIES: tuple[str, ...] = (
 """The K = 6 categories of every benchmark."""
 
 
-def sensor_metadata(num_bands: int, batch_size: int) -> dict[str, Tensor]:
-    """Real band metadata for C bands.
-
-    Sentinel-2 L1C's 13 bands first, then Sentinel-1 VV and VH, then (for C > 15)
-    synthetic 10 nm bands evenly spaced over 400-2500 nm, like a hyperspectral sensor.
-
-    Args:
-        num_bands: C.
-        batch_size: B.
-
-    Returns:
-        ``wavelength_nm`` and ``bandwidth_nm`` (B, C) float, ``modality`` (B, C) long.
-    """
-    s2 = get_sensor("sentinel2_l1c").metadata()
-    s1 = get_sensor("sentinel1").metadata(["VV", "VH"])
-    wavelength = torch.cat([s2["wavelength_nm"], s1["wavelength_nm"]])
-    bandwidth = torch.cat([s2["bandwidth_nm"], s1["bandwidth_nm"]])
-    modality = torch.cat([s2["modality"], s1["modality"]])
-    extra = num_bands - len(wavelength)
-    if extra > 0:
-        wavelength = torch.cat([wavelength, torch.linspace(400, 2500, extra)])
-        bandwidth = torch.cat([bandwidth, torch.full((extra,), 10.0)])
-        modality = torch.cat([modality, torch.zeros(extra, dtype=torch.long)])
-    return {
-        "wavelength_nm": wavelength[:num_bands].expand(batch_size, -1).clone(),
-        "bandwidth_nm": bandwidth[:num_bands].expand(batch_size, -1).clone(),
-        "modality": modality[:num_bands].expand(batch_size, -1).clone(),
-    }
-
-
 def make_batch(
     b: int, t: int, c: int, h: int, w: int, num_classes: int = len(CATEGORIES), seed: int = 0
 ) -> Batch:
-    """A valid segmentation batch: one output slot, the state at the last frame.
+    """A valid segmentation batch: one output slot (the state at the last date), K classes.
 
-    Args:
-        b: batch size.
-        t: input dates (30 days apart).
-        c: bands (see :func:`sensor_metadata`).
-        h: image height.
-        w: image width.
-        num_classes: K, the first K rows of the model's category vocabulary.
-        seed: seed of the random image and target.
-
-    Returns:
-        The batch, validated, with a random target (B, 1, H, W).
+    Band metadata: :func:`stsun_lightning.data.examples.example_band_metadata`.
     """
-    gen = torch.Generator().manual_seed(seed)
-    dates = 19000.0 + 30.0 * torch.arange(t, dtype=torch.float32)
-    return Batch(
-        image=torch.randn(b, t, c, h, w, generator=gen),
-        band_mask=torch.ones(b, c, dtype=torch.bool),
-        gsd_m=torch.full((b,), 10.0),
-        dates=dates.expand(b, -1).clone(),
-        time_mask=torch.ones(b, t, dtype=torch.bool),
-        valid_mask=torch.ones(b, h, w, dtype=torch.bool),
-        task=torch.zeros(b, dtype=torch.long),  # semantic_segmentation
-        outputs=torch.tensor([[float(OutputKind.STATE), t - 1.0, t - 1.0]])
-        .expand(b, -1, -1)
-        .clone(),
-        categories=torch.arange(num_classes).expand(b, -1).clone(),
-        category_mask=torch.ones(b, num_classes, dtype=torch.bool),
-        target=torch.randint(0, num_classes, (b, 1, h, w), generator=gen),
-        source=["benchmark"] * b,
-        **sensor_metadata(c, b),
-    ).validate()
+    return example_batch(
+        b, t, c, h, w, categories=range(num_classes), seed=seed, source="benchmark"
+    )
 
 
 def make_stsun(name: str = "stsun_small") -> Stsun:

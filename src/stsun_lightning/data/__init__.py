@@ -1,6 +1,7 @@
 """Data: sensors, the batch contract, and datasets."""
 
 from stsun_lightning.data.batch import Batch, OutputKind, collate_batches
+from stsun_lightning.data.examples import example_band_metadata, example_batch
 from stsun_lightning.data.sensors import (
     Band,
     Modality,
@@ -18,6 +19,8 @@ __all__ = [
     "OutputKind",
     "Sensor",
     "collate_batches",
+    "example_band_metadata",
+    "example_batch",
     "get_sensor",
     "list_sensors",
     "load_sensor_yaml",

@@ -87,9 +87,12 @@ class OutputSlots(nn.Module):
     """Input-date tokens -> one token per output slot at every location.
 
     Each slot starts from its anchor frames (``a`` and the difference ``b - a``) plus a
-    learned embedding of its kind, then attends over all real input dates at its
-    location (masked, with a null key), modulated by the task. No MLP here: the slot
-    blocks of the trunk that follow have their own.
+    learned embedding of its kind, then attends over the *other* real input dates at its
+    location (state and change slots leave out their anchors, which they already hold;
+    aggregate slots attend to every date), masked and with a null key, modulated by the
+    task. With nothing else to attend to (a single date and no aggregate slot) the
+    attention would return exactly zero, so it is skipped. No MLP here: the slot blocks
+    of the trunk that follow have their own.
 
     Args:
         dim: token width.
@@ -132,10 +135,13 @@ class OutputSlots(nn.Module):
         slots = (
             self.start(torch.cat([start_a, start_b - start_a], -1)) + self.kind(kind)[:, None]
         )  # (B, L, To, D)
-        context = self.norm_context(tokens.transpose(1, 2))  # (B, L, T, D)
-        (attention_mod,) = self.modulation(task_embedding)
-        mask = time_mask[:, None, None, None, :]  # (B, 1(L), 1(heads), 1(To), T)
-        slots = slots + self.attention(
-            self.norm_query(slots), context, mask=mask, modulation=attention_mod
-        )
+        anchored = ((weights_a > 0) | (weights_b > 0)) & (kind != OutputKind.AGGREGATE)[..., None]
+        keys = time_mask[:, None, :] & ~anchored  # (B, To, T)
+        if bool(keys.any()):
+            context = self.norm_context(tokens.transpose(1, 2))  # (B, L, T, D)
+            (attention_mod,) = self.modulation(task_embedding)
+            mask = keys[:, None, None]  # (B, 1(L), 1(heads), To, T)
+            slots = slots + self.attention(
+                self.norm_query(slots), context, mask=mask, modulation=attention_mod
+            )
         return slots.transpose(1, 2)
