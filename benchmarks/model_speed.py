@@ -2,14 +2,16 @@
 
 Run from the repository root::
 
-    python benchmarks/model_speed.py            # full: ~10-15 min on 2 CPU cores
-    python benchmarks/model_speed.py --quick    # ~2-3 min, fewer repetitions, no 512²
+    python benchmarks/model_speed.py            # full: ~6 min on 2 idle CPU cores
+    python benchmarks/model_speed.py --quick    # ~2 min, fewer repetitions, no 512²
     python benchmarks/model_speed.py --profile  # also: top ops of STSUN and the ViT
 
 Every timing is one training step without the optimiser: forward, cross-entropy
 against a random target, backward. All models of a setting live in one process and
 are stepped round-robin (the starting model rotates each repetition), so machine
-noise hits them alike; the mean over the repetitions after warm-up is reported.
+noise hits them alike; the mean over the repetitions after warm-up is reported. A
+round during which other processes used more than ``--max-other-load`` of all cores
+is discarded and rerun (see :func:`time_round_robin`).
 
 Settings (K = 6 categories, B = ``--batch-size``):
 
@@ -775,7 +777,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repetitions and no 512² (~2-3 min)"
+        "--quick", action="store_true", help="fewer repetitions and no 512² (~2 min)"
     )
     parser.add_argument("--batch-size", type=int, default=2, help="B of every setting")
     parser.add_argument(
