@@ -132,6 +132,15 @@ class SceneReader:
     def __init__(self, statistics: BandStatistics) -> None:
         self.statistics = statistics
         self.handles = _Handles()
+        # Per input: (scale, mean (C, 1, 1), std (C, 1, 1)), built once, not per window.
+        self._normalisation = {
+            name: (
+                np.float32(statistics.scale[name]),
+                np.asarray(statistics.mean[name], np.float32)[:, None, None],
+                np.asarray(statistics.std[name], np.float32)[:, None, None],
+            )
+            for name in statistics.mean
+        }
 
     def read(self, scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read one window of every input and date.
@@ -155,9 +164,8 @@ class SceneReader:
                 raw = reader.read(window=window, masked=True, boundless=True).astype(np.float32)
                 data = raw.filled(np.nan)
                 valid &= ~np.ma.getmaskarray(raw).any(0) & np.isfinite(data).all(0)
-                mean = np.asarray(self.statistics.mean[name], np.float32)[:, None, None]
-                std = np.asarray(self.statistics.std[name], np.float32)[:, None, None]
-                bands.append((data * self.statistics.scale[name] - mean) / std)
+                scale, mean, std = self._normalisation[name]
+                bands.append((data * scale - mean) / std)
             frames.append(np.concatenate(bands, 0))
         return np.stack(frames), valid
 
@@ -199,7 +207,6 @@ class ScenePatchDataset(Dataset[Batch]):
     ) -> None:
         self.scenes = scenes
         self.source = source
-        self.statistics = statistics
         self.patch_size = patch_size
         self.outputs = outputs
         self.augment = augment and mode == "random"

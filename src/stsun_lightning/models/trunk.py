@@ -34,7 +34,6 @@ class TokenLayout:
     ) -> None:
         self.grid = grid
         self.window = window
-        self.num_frames = time_mask.shape[1]
         self.windowed = grid[0] * grid[1] > max_global_tokens
         # One real frame everywhere: temporal attention would be an exact identity (null key).
         self.temporal = bool((time_mask.sum(1) > 1).any())
