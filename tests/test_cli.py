@@ -143,3 +143,46 @@ def test_the_config_is_saved_with_every_run(world_root, tmp_path):
     assert saved and yaml.safe_load(saved[0].read_text())["data"]["init_args"]["source_names"] == [
         "s2_clouds"
     ]
+
+
+@pytest.mark.slow
+def test_predict_writes_cogs_of_rasters_with_a_checkpoint_trained_on_other_sources(
+    world_root, tmp_path
+):
+    import rasterio
+
+    build_cli(
+        [
+            "fit",
+            *_data_args(world_root, "landsat8_landcover", "canopy_height"),
+            *_trainer_args(tmp_path),
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1",
+        ]
+    )
+    checkpoint = next(tmp_path.rglob("last.ckpt"), None) or next(tmp_path.rglob("*.ckpt"))
+    scene = world_root / "landsat8_landcover" / "scene_001"
+    out = tmp_path / "predictions"
+    cli = build_cli(
+        [
+            "predict",
+            "--config=configs/predict.yaml",
+            "--data.inputs={landsat8: {sensor: landsat8_oli_tirs, "
+            f"bands: [B1, B2, B3, B4, B5, B6, B7, B10], paths: '{scene}/landsat8_*.tif'}}}}",
+            "--data.categories=[grassland,water]",
+            "--data.window=32",
+            "--data.overlap=8",
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.callbacks.output_dir={out}",
+            f"--ckpt_path={checkpoint}",
+        ]
+    )
+    assert cli.model.hparams.model == "stsun_tiny"
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["landsat8.tif", "landsat8_probabilities.tif"]  # <scene>_<date>.tif
+    label = scene / "label.tif"
+    with rasterio.open(out / "landsat8.tif") as dst, rasterio.open(label) as ref:
+        assert (dst.crs, dst.transform, dst.shape) == (ref.crs, ref.transform, ref.shape)
+        assert dst.tags()["CATEGORIES"] == "0:grassland,1:water"
+        assert set(dst.read(1).ravel()) <= {0, 1}

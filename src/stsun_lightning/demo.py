@@ -5,8 +5,9 @@
 1. ``stsun fit`` with the config (the world is generated on first use);
 2. ``stsun validate`` of the last checkpoint: every source's metrics against the
    demo's goals, written to ``<run>/demo_metrics.json`` and ``.md``;
-3. one validation scene of every source predicted whole, with sliding windows, to a
-   Cloud-Optimized GeoTIFF in ``<run>/predictions/``.
+3. ``stsun predict`` of the validation scene of every source, whole, with sliding
+   windows, to Cloud-Optimized GeoTIFFs (class maps or values, and class
+   probabilities) in ``<run>/predictions/<source>/``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import torch
 from stsun_lightning.cli import build_cli
 from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
 from stsun_lightning.io import write_json_atomic
-from stsun_lightning.predict import PredictionRequest, ScenePredictor
-from stsun_lightning.tasks.module import StsunTask
+from stsun_lightning.predict import GeoTiffPredictionWriter
 
 __all__ = ["GOALS", "main", "run_demo"]
 
@@ -75,32 +75,6 @@ def _report(metrics: dict[str, float], datamodule: SpectralWorldDataModule) -> l
     return rows
 
 
-def _predict_scenes(
-    task: StsunTask, datamodule: SpectralWorldDataModule, out_dir: Path
-) -> list[Path]:
-    written = []
-    predictor = ScenePredictor(task.model, window=128, overlap=32, batch_size=4, progress=False)
-    for dataset in datamodule.val_sets:
-        source = dataset.source
-        scene = dataset.scenes[0]
-        request = PredictionRequest(
-            task=source.task,
-            categories=list(source.categories),
-            variables=list(source.variables),
-            outputs=dataset.outputs,
-        )
-        written.append(
-            predictor.predict(
-                scene,
-                dataset.reader,
-                request,
-                out_dir / f"{source.name}_{scene.name}.tif",
-                overwrite=True,
-            )
-        )
-    return written
-
-
 def run_demo(config: str, extra: list[str] | None = None) -> dict[str, Any]:
     """Train, validate and predict as the module docstring says.
 
@@ -132,8 +106,21 @@ def run_demo(config: str, extra: list[str] | None = None) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in validation.trainer.callback_metrics.items()}
     datamodule = validation.datamodule
     rows = _report(metrics, datamodule)
-    task = StsunTask.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-    predictions = _predict_scenes(task, datamodule, run_dir / "predictions")
+    prediction = build_cli(
+        [
+            "predict",
+            f"--config={config}",
+            *extra,
+            f"--ckpt_path={checkpoint}",
+            "--trainer.logger=false",
+            "--trainer.callbacks+=stsun_lightning.predict.GeoTiffPredictionWriter",
+            f"--trainer.callbacks.output_dir={run_dir / 'predictions'}",
+            "--trainer.callbacks.probabilities=uint8",
+            "--trainer.callbacks.overwrite=true",
+        ]
+    )
+    writer = next(c for c in prediction.trainer.callbacks if isinstance(c, GeoTiffPredictionWriter))
+    predictions = writer.written
     summary = {
         "config": config,
         "extra_arguments": extra,

@@ -38,9 +38,9 @@ __all__ = [
 _EPOCH = date(1970, 1, 1)
 
 
-def days_since_epoch(day: date) -> float:
-    """Days from 1970-01-01 to ``day``."""
-    return float((day - _EPOCH).days)
+def days_since_epoch(day: date | None) -> float:
+    """Days from 1970-01-01 to ``day``; NaN for an unknown date (None)."""
+    return float("nan") if day is None else float((day - _EPOCH).days)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Scene:
     Attributes:
         name: scene name.
         gsd_m: metres per pixel of the grid.
-        dates: acquisition date of each frame.
+        dates: acquisition date of each frame (None where unknown).
         inputs: inputs by name, each with one file per date.
         label: label raster, or None.
         height: rows of the grid.
@@ -68,7 +68,7 @@ class Scene:
 
     name: str
     gsd_m: float
-    dates: tuple[date, ...]
+    dates: tuple[date | None, ...]
     inputs: dict[str, SceneInput]
     label: Path | None
     height: int
@@ -309,7 +309,7 @@ def scene_batch(
     image: np.ndarray,
     valid: np.ndarray,
     task_row: int,
-    outputs: Literal["state", "change", "aggregate"],
+    outputs: Literal["state", "change", "aggregate", "per_date"],
     rows: list[int],
     classification: bool,
     source: str,
@@ -322,22 +322,27 @@ def scene_batch(
         image: (T, C, h, w) normalised values.
         valid: (h, w) bool.
         task_row: row of the task vocabulary.
-        outputs: "state" (at the last date), "change" (first to last date) or "aggregate".
+        outputs: "state" (at the last date), "change" (first to last date), "aggregate",
+            or "per_date" (a state at every date: To = T).
         rows: category rows (classification) or variable rows (regression).
         classification: whether ``rows`` are categories.
         source: source name.
         target: (h', w') labels (long, -1 ignored) or values (float, NaN ignored), or None.
 
     Returns:
-        The batch, B = 1, To = 1.
+        The batch, B = 1, To = 1 (T for "per_date").
     """
     metadata = [si.sensor.metadata(si.bands) for si in scene.inputs.values()]
     t = len(scene.dates)
-    kind, ref_a, ref_b = {
-        "state": (OutputKind.STATE, t - 1, t - 1),
-        "change": (OutputKind.CHANGE, 0, t - 1),
-        "aggregate": (OutputKind.AGGREGATE, -1, -1),
-    }[outputs]
+    if outputs == "per_date":
+        slots = [[float(OutputKind.STATE), float(i), float(i)] for i in range(t)]
+    else:
+        kind, ref_a, ref_b = {
+            "state": (OutputKind.STATE, t - 1, t - 1),
+            "change": (OutputKind.CHANGE, 0, t - 1),
+            "aggregate": (OutputKind.AGGREGATE, -1, -1),
+        }[outputs]
+        slots = [[float(kind), float(ref_a), float(ref_b)]]
     fields: dict[str, object] = dict(
         image=torch.from_numpy(image)[None],
         wavelength_nm=torch.cat([m["wavelength_nm"] for m in metadata])[None],
@@ -349,7 +354,7 @@ def scene_batch(
         time_mask=torch.ones(1, t, dtype=torch.bool),
         valid_mask=torch.from_numpy(valid)[None],
         task=torch.tensor([task_row]),
-        outputs=torch.tensor([[[float(kind), float(ref_a), float(ref_b)]]]),
+        outputs=torch.tensor([slots]),
         source=[source],
     )
     if classification:

@@ -156,6 +156,19 @@ _SHADED = (
     "400:.008 500:.009 550:.018 600:.012 670:.006 700:.015 730:.090 780:.180 1000:.180 "
     "1300:.130 1600:.055 2000:.030 2200:.018 2500:.010"
 )
+# Grass swards: erect blades reflect less NIR than broadleaf crop canopies, and a mat of
+# dead leaves (thatch) lies under the green all year; both lower the NIR plateau.
+_GRASS = (
+    "400:.035 450:.040 500:.050 530:.085 550:.105 575:.095 600:.080 640:.065 670:.058 "
+    "685:.062 700:.100 715:.160 730:.220 750:.270 780:.300 850:.310 1000:.310 1100:.305 "
+    "1300:.290 1600:.280 1800:.250 2000:.190 2200:.170 2400:.120 2500:.100"
+)
+# Gravel and sand of pits, quarries and building sites: bright and flat across the
+# spectrum, without the iron and organic slope of farmed soil.
+_GRAVEL = (
+    "400:.170 500:.220 600:.260 700:.280 800:.290 1000:.300 1300:.310 1600:.320 1800:.315 "
+    "2200:.290 2500:.260"
+)
 _DRY = (
     "400:.060 500:.090 600:.160 700:.240 800:.300 1000:.350 1300:.420 1600:.440 1800:.420 "
     "2000:.340 2200:.340 2300:.310 2500:.220"
@@ -179,6 +192,8 @@ _MATERIAL_LIST = (
     _spectrum("green_vegetation", _GREEN, "full green broadleaf or crop canopy", absorptions=_LEAF_WATER, brightness_temperature_k=298.0, vv_db=-10.5, vh_db=-16.5),
     _spectrum("conifer_canopy", _CONIFER, "sunlit needle-leaf canopy", absorptions=_LEAF_WATER, brightness_temperature_k=297.0),
     _spectrum("shaded_canopy", _SHADED, "self-shadowed canopy (diffuse light, leaf transmission)", absorptions=_LEAF_WATER, brightness_temperature_k=295.0),
+    _spectrum("grass_canopy", _GRASS, "grassland sward with its thatch of dead leaves", absorptions=_LEAF_WATER, brightness_temperature_k=300.0, vv_db=-13.5, vh_db=-19.0),
+    _spectrum("gravel_sand", _GRAVEL, "gravel and sand of pits, quarries and building sites", brightness_temperature_k=316.0, vv_db=-8.5, vh_db=-17.5),
     _spectrum("dry_vegetation", _DRY, "senescent leaves, straw, stubble", absorptions=_DRY_WATER, brightness_temperature_k=306.0, vv_db=-12.5, vh_db=-19.5),
     _spectrum("soil", _SOIL, "bare loamy soil, dry", absorptions=_SOIL_WATER, brightness_temperature_k=310.0, vv_db=-11.5, vh_db=-20.5),
     _spectrum("water", _WATER, "clear inland water", brightness_temperature_k=292.0, vv_db=-22.0, vh_db=-28.0),

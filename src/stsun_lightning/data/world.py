@@ -68,7 +68,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["CRS", "SOURCES", "VERSION", "SpectralWorld"]
 
-VERSION = 1
+VERSION = 2
 """Version of the world's content; a cache with another version is regenerated."""
 _SUPERSAMPLING = 2  # fine pixels per sensor pixel along each axis: mixed pixels at edges
 _SCENES_PER_ROW = 16

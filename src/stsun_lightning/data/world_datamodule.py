@@ -11,18 +11,25 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from stsun_lightning.data.batch import collate_batches
 from stsun_lightning.data.sampling import SourceBatchSampler
-from stsun_lightning.data.scenes import Scene, SceneInput, ScenePatchDataset
+from stsun_lightning.data.scenes import (
+    BandStatistics,
+    Scene,
+    SceneInput,
+    ScenePatchDataset,
+    SceneReader,
+)
 from stsun_lightning.data.sensors import Modality, get_sensor
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 from stsun_lightning.data.statistics import load_or_compute_statistics
 from stsun_lightning.data.world import SpectralWorld
+from stsun_lightning.predict.jobs import PredictionJob, ScenePredictionMixin
 
 __all__ = ["SpectralWorldDataModule"]
 
 _OPTICAL_SCALE = 1e-4  # reflectance is stored as uint16 × 10000
 
 
-class SpectralWorldDataModule(LightningDataModule):
+class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
     """Patches of every SpectralWorld source, in batches homogeneous per source.
 
     The world is generated into ``root`` on first use (cached, atomic, deterministic by
@@ -40,6 +47,8 @@ class SpectralWorldDataModule(LightningDataModule):
         samples_per_scene: random training windows per scene.
         temperature: source-mixing temperature (1 = by size, larger = more uniform).
         num_workers: DataLoader worker processes.
+        predict_window: window side of whole-scene prediction (``stsun predict``).
+        predict_overlap: overlap of prediction windows, blended smoothly.
     """
 
     def __init__(
@@ -55,6 +64,8 @@ class SpectralWorldDataModule(LightningDataModule):
         samples_per_scene: int = 256,
         temperature: float = 2.0,
         num_workers: int = 0,
+        predict_window: int = 128,
+        predict_overlap: int = 32,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +76,8 @@ class SpectralWorldDataModule(LightningDataModule):
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
         ]
         self.vocabularies = build_vocabularies(self.source_infos)
+        self.predict_window, self.predict_overlap = predict_window, predict_overlap
+        self.predict_batch_size, self.predict_num_workers = batch_size, num_workers
 
     @staticmethod
     def _source_info(name: str, spec: dict[str, Any]) -> SourceInfo:
@@ -102,7 +115,8 @@ class SpectralWorldDataModule(LightningDataModule):
             )
         return scenes
 
-    def _dataset(self, source: SourceInfo, split: str, mode: str) -> ScenePatchDataset:
+    def _statistics(self, source: SourceInfo) -> BandStatistics:
+        """Band statistics of the source's training scenes (cached beside the world)."""
         spec = self.manifest["sources"][source.name]
         scales = {
             name: _OPTICAL_SCALE
@@ -110,11 +124,15 @@ class SpectralWorldDataModule(LightningDataModule):
             else 1.0
             for name, info in spec["inputs"].items()
         }
-        statistics = load_or_compute_statistics(
+        return load_or_compute_statistics(
             self.root / "statistics" / f"{source.name}.json",
             self.scenes(source.name, "train"),
             scales,
         )
+
+    def _dataset(self, source: SourceInfo, split: str, mode: str) -> ScenePatchDataset:
+        spec = self.manifest["sources"][source.name]
+        statistics = self._statistics(source)
         label = spec["label"]
         classes = {int(v): n for v, n in label.get("classes", {}).items()}
         return ScenePatchDataset(
@@ -167,6 +185,14 @@ class SpectralWorldDataModule(LightningDataModule):
         """The validation scenes (the synthetic world has no separate test split)."""
         return self._loader(self.val_sets, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        """Patches of the validation scenes (whole scenes: see ``stsun_lightning.predict``)."""
-        return self._loader(self.val_sets, shuffle=False)
+    def prediction_jobs(self) -> list[PredictionJob]:
+        """Every validation scene of every source, whole, with the source's own request."""
+        jobs = []
+        for source in self.source_infos:
+            reader = SceneReader(self._statistics(source))
+            outputs = self.manifest["sources"][source.name]["outputs"]
+            for scene in self.scenes(source.name, "val"):
+                jobs.append(
+                    PredictionJob(scene, reader, source, outputs, f"{source.name}/{scene.name}")
+                )
+        return jobs

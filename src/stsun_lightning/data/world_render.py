@@ -54,24 +54,27 @@ _MATERIAL_NAMES = (
     "shaded_canopy",
     "conifer_canopy",
     "rapeseed_flowers",
+    "grass_canopy",
+    "gravel_sand",
 )
 _SURFACE = tuple(MATERIALS[n] for n in _MATERIAL_NAMES)
-(GREEN, DRY, SOIL, WATER, TURBID, ASPHALT, ROOF, TILE, SHADED, CONIFER, FLOWERS) = range(
-    len(_SURFACE)
+(GREEN, DRY, SOIL, WATER, TURBID, ASPHALT, ROOF, TILE, SHADED, CONIFER, FLOWERS, GRASS, GRAVEL) = (
+    range(len(_SURFACE))
 )
 _BLACK = Spectrum("black", ((400.0, 0.0), (2500.0, 0.0)), vapour_above=1.0)
 
 # Keyframes (day of year, green cover, dry cover, height / maximum height); the rest of a
 # pixel is bare soil. Winter crops are sown in autumn and green through the winter; the
 # summer crops share one peak spectrum and differ only in timing, so that no single date
-# separates every pair while the season does.
+# separates every pair while the season does. Grassland is green all year over its thatch,
+# and its green share is the grass-sward material (lower NIR than crop canopies).
 _PHENOLOGY: dict[str, tuple[tuple[float, float, float, float], ...]] = {
     "wheat": ((0, .2, 0, .05), (60, .25, 0, .08), (110, .85, 0, .5), (150, .9, 0, 1), (175, .35, .55, 1), (195, .05, .85, 1), (200, 0, .4, .15), (240, 0, .3, .1), (255, 0, 0, 0), (290, 0, 0, 0), (330, .12, 0, .03), (365, .2, 0, .05)),
     "maize": ((0, 0, .3, .1), (110, 0, .25, .1), (125, 0, 0, 0), (145, .08, 0, .05), (195, .75, 0, .6), (225, .85, 0, 1), (258, .8, .05, 1), (280, .35, .55, 1), (295, .05, .8, 1), (302, 0, .45, .15), (365, 0, .35, .1)),
     "rapeseed": ((0, .55, 0, .1), (60, .55, 0, .15), (95, .85, 0, .6), (130, .85, 0, 1), (150, .6, .3, 1), (175, .1, .8, 1), (185, 0, .4, .2), (230, 0, .2, .1), (240, 0, 0, 0), (275, .45, 0, .1), (300, .55, 0, .1), (365, .55, 0, .1)),
     "sunflower": ((0, 0, 0, 0), (110, 0, 0, 0), (128, .1, 0, .05), (165, .7, 0, .6), (195, .8, 0, 1), (225, .35, .5, 1), (248, .05, .8, 1), (256, 0, .35, .15), (290, 0, 0, 0), (365, 0, 0, 0)),
     "soybean": ((0, 0, 0, 0), (135, 0, 0, 0), (155, .1, 0, .05), (195, .8, 0, .7), (225, .9, 0, 1), (245, .45, .45, 1), (260, .05, .8, 1), (268, 0, .3, .1), (300, 0, 0, 0), (365, 0, 0, 0)),
-    "grassland": ((0, .5, .2, 0), (60, .55, .15, 0), (110, .85, .05, 0), (300, .75, .1, 0), (365, .5, .2, 0)),
+    "grassland": ((0, .6, .3, 0), (60, .65, .25, 0), (110, .85, .15, 0), (300, .8, .15, 0), (365, .6, .3, 0)),
 }  # fmt: skip
 _RAPESEED_FLOWERS = ((0, 0), (95, 0), (108, 0.6), (125, 0.6), (140, 0), (365, 0))
 _LEAF_ON = ((0, 0), (100, 0), (140, 1), (280, 1), (320, 0), (365, 0))
@@ -191,14 +194,16 @@ def _fine_weights(layout: Layout, doy: float) -> tuple[np.ndarray, np.ndarray, n
     p = parcel[veg]
     green = np.clip(crops["green"][p] * (1 + 0.08 * texture[veg]), 0, 1)
     dry = np.minimum(crops["dry"][p], 1 - green)
-    weights[veg, GREEN] = green * (1 - crops["flowers"][p])
+    sward = cover[veg] == Cover.GRASS
+    weights[veg, GREEN] = np.where(sward, 0.0, green * (1 - crops["flowers"][p]))
+    weights[veg, GRASS] = np.where(sward, green, 0.0)
     weights[veg, FLOWERS] = green * crops["flowers"][p]
     weights[veg, DRY] = dry
     weights[veg, SOIL] = (1 - green - dry) * table.soil_brightness[p]
 
     bare = np.flatnonzero(cover == Cover.BARE)
-    weights[bare, SOIL] = 0.9 * table.soil_brightness[parcel[bare]]
-    weights[bare, DRY] = 0.1
+    weights[bare, GRAVEL] = 0.75 + 0.1 * texture[bare].clip(-1, 1)
+    weights[bare, SOIL] = 0.25 * table.soil_brightness[parcel[bare]]
     water = np.flatnonzero(cover == Cover.WATER)
     turbidity = layout.turbidity.ravel()[water]
     weights[water, WATER], weights[water, TURBID] = 1 - turbidity, turbidity

@@ -202,8 +202,8 @@ SOURCES: dict[str, WorldSource] = {
         WorldSource(
             "aerial_landcover", "semantic_segmentation", "state",
             (WorldInput("aerial", "isprs_rgbir"),), 1.0,
-            LayoutSpec(parcel_m=70.0, elongation=1.8, urban=0.45, forest=0.12, bare=0.08, lake=0.05,
-                       river_probability=0.35, river_width_m=(6.0, 14.0), main_roads=(0, 2), road_width_m=7.0,
+            LayoutSpec(parcel_m=70.0, elongation=1.8, urban=0.45, forest=0.12, bare=0.08, lake=0.08,
+                       river_probability=0.8, river_width_m=(6.0, 14.0), main_roads=(0, 2), road_width_m=7.0,
                        street_width_m=6.0, building_cell_m=22.0, block_cells=3),
             "fine", _single(150, 230),
         ),

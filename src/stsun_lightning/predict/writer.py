@@ -42,6 +42,7 @@ class OutputRaster:
         tags: dataset tags (e.g. category names).
         colormap: class value -> RGB, for class maps.
         resampling: overview resampling ("nearest" for classes, "average" for values).
+        scale: physical value per stored unit, saved as every band's scale (GDAL metadata).
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class OutputRaster:
         tags: dict[str, str] | None = None,
         colormap: dict[int, tuple[int, int, int]] | None = None,
         resampling: str = "nearest",
+        scale: float | None = None,
     ) -> None:
         self.target = Path(target)
         self.resampling = resampling
@@ -74,6 +76,8 @@ class OutputRaster:
             self._dataset.set_band_description(i, name)
         if tags:
             self._dataset.update_tags(**tags)
+        if scale is not None:
+            self._dataset.scales = (scale,) * count
 
     def write_rows(self, top: int, data: np.ndarray) -> None:
         """Write (count, n, width) values as rows ``top`` to ``top + n``."""

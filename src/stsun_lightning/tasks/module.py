@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -66,16 +67,76 @@ class StsunTask(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.sources = {s.name: s for s in parse_sources(sources or {})}
-        vocab = build_vocabularies(self.sources.values())
-        self.model = create_model(model, **vocab, **(model_overrides or {}))
+        # What the rows of this datamodule's batches mean; the network's vocabularies may
+        # differ once a checkpoint trained on other sources is loaded (see ``forward``).
+        self.data_vocabularies = build_vocabularies(self.sources.values())
+        self.model = create_model(model, **self.data_vocabularies, **(model_overrides or {}))
+        self._row_maps: dict[str, tuple[tuple[str, ...], Tensor | None]] = {}
         self.val_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
         self.test_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
         self.loss_scale: dict[str, float] = {}
         self.nonfinite_losses = 0
 
     def forward(self, batch: Batch) -> StsunOutput:
-        """Run the network on a batch."""
-        return self.model(batch)
+        """Run the network on a batch whose rows follow this datamodule's vocabularies."""
+        return self.model(self.to_model_rows(batch))
+
+    def setup(self, stage: str) -> None:
+        """Take the datamodule's vocabularies (what its batch rows mean), when it has them."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        vocabularies = getattr(datamodule, "vocabularies", None)
+        if vocabularies is not None:
+            self.data_vocabularies = vocabularies
+            self._row_maps = {}
+
+    def to_model_rows(self, batch: Batch) -> Batch:
+        """Translate the batch's task, category and variable rows to the network's rows.
+
+        The datamodule numbers names by its own sources; a checkpoint trained on other
+        sources numbers them its own way. Rows are matched by name, so a model predicts
+        any subset of what it learnt, in any order.
+
+        Raises:
+            UnknownNameError: a name of the datamodule that the network never learnt.
+        """
+        changes = {}
+        for field, kind in (
+            ("task", "tasks"),
+            ("categories", "categories"),
+            ("variables", "variables"),
+        ):
+            rows = getattr(batch, field)
+            lookup = self._row_map(kind) if rows is not None else None
+            if lookup is not None:
+                changes[field] = lookup.to(rows.device)[rows]
+        return dataclasses.replace(batch, **changes) if changes else batch
+
+    def _row_map(self, kind: str) -> Tensor | None:
+        """Data row -> network row for one vocabulary, or None where they agree."""
+        embedding = {
+            "tasks": self.model.task_embedding,
+            "categories": self.model.category_embedding,
+            "variables": self.model.variable_embedding,
+        }[kind]
+        names = tuple(embedding.vocabulary.names)
+        cached = self._row_maps.get(kind)
+        if cached is not None and cached[0] == names:
+            return cached[1]
+        data_names = self.data_vocabularies[kind]
+        lookup = None
+        if list(names[: len(data_names)]) != data_names:
+            known = set(names)
+            for name in data_names:
+                if name not in known:
+                    raise unknown_name_error(
+                        {"tasks": "task", "categories": "category", "variables": "variable"}[kind],
+                        name,
+                        names,
+                        where="the network's vocabulary, e.g. from its checkpoint",
+                    )
+            lookup = torch.tensor([names.index(n) for n in data_names], dtype=torch.long)
+        self._row_maps[kind] = (names, lookup)
+        return lookup
 
     def _source(self, batch: Batch) -> SourceInfo:
         name = batch.source[0]

@@ -1,0 +1,218 @@
+"""Whole-scene prediction to COGs: grid, edges, seams, categories, outputs, interruption."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import rasterio
+from rasters import BANDS, CATEGORIES, predict, s2_input, trained_task, write_raster
+
+from stsun_lightning.predict.outputs import SceneOutputs
+
+__all__ = ["trained_task"]  # the fixture, imported for pytest
+
+
+def test_output_matches_the_input_grid_at_sizes_that_are_not_multiples_of_the_window(
+    tmp_path, trained_task
+):
+    source = write_raster(tmp_path / "in" / "tile_2021-06-01.tif", 150, 90)
+    writer = predict(
+        trained_task, tmp_path / "out", inputs=s2_input(str(source)), window=64, overlap=16
+    )
+    assert writer.written == [tmp_path / "out" / "tile.tif"]
+    with rasterio.open(writer.written[0]) as dst, rasterio.open(source) as src:
+        assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
+        classes = dst.read(1)
+        assert dst.dtypes[0] == "uint8" and dst.nodata == 255
+        assert (classes < len(CATEGORIES)).all()  # every pixel predicted, edges included
+        assert dst.tags()["CATEGORIES"] == "0:water,1:tree_cover,2:cropland,3:building"
+        assert dst.colormap(1)[0][:3] != dst.colormap(1)[1][:3]
+        assert dst.profile["tiled"] and dst.driver == "GTiff"
+
+
+def test_large_outputs_are_cloud_optimized_with_overviews(tmp_path, trained_task):
+    source = write_raster(tmp_path / "in" / "big.tif", 600, 600)
+    writer = predict(
+        trained_task, tmp_path / "out", inputs=s2_input(str(source)), window=128, overlap=0
+    )
+    with rasterio.open(writer.written[0]) as dst:
+        assert dst.overviews(1), "COG has no overviews"
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def test_two_requested_categories_give_a_map_over_exactly_those(tmp_path, trained_task):
+    source = write_raster(tmp_path / "in" / "a.tif", 64, 64)
+    writer = predict(
+        trained_task, tmp_path / "out", inputs=s2_input(str(source)), categories=["building", "water"],
+        window=64, overlap=16,
+    )  # fmt: skip
+    with rasterio.open(writer.written[0]) as dst:
+        assert set(np.unique(dst.read(1))) <= {0, 1}
+        assert dst.tags()["CATEGORIES"] == "0:building,1:water"
+
+
+def test_a_category_subset_gives_the_same_logits_as_the_full_set(tmp_path, trained_task):
+    """Rows are matched by name: asking for two categories ranks them as the full map does."""
+    source = write_raster(tmp_path / "in" / "a.tif", 64, 64)
+    args = {"inputs": s2_input(str(source)), "window": 64, "overlap": 0}
+    full = predict(trained_task, tmp_path / "full", {"probabilities": "float16"}, **args)
+    pair = predict(
+        trained_task, tmp_path / "pair", {"probabilities": "float16"}, categories=["building", "water"], **args
+    )  # fmt: skip
+    with rasterio.open(full.written[1]) as f, rasterio.open(pair.written[1]) as p:
+        all_p, two_p = f.read().astype(np.float64), p.read().astype(np.float64)
+    # Softmax over a subset = the full softmax renormalised over that subset.
+    expected = all_p[[3, 0]] / all_p[[3, 0]].sum(0, keepdims=True)
+    np.testing.assert_allclose(two_p, expected, atol=2e-3)
+
+
+def test_probabilities_sum_to_one_in_both_formats(tmp_path, trained_task):
+    source = write_raster(tmp_path / "in" / "a.tif", 80, 72)
+    for kind, tolerance in (("uint8", 4 / 254), ("float16", 4e-3)):
+        writer = predict(
+            trained_task, tmp_path / kind, {"probabilities": kind}, inputs=s2_input(str(source)),
+            window=64, overlap=16,
+        )  # fmt: skip
+        assert [p.name for p in writer.written] == ["a.tif", "a_probabilities.tif"]
+        with rasterio.open(writer.written[1]) as dst:
+            assert dst.count == len(CATEGORIES) and dst.dtypes[0] == kind
+            assert list(dst.descriptions) == CATEGORIES
+            values = dst.read().astype(np.float64) * dst.scales[0]
+        np.testing.assert_allclose(values.sum(0), 1.0, atol=tolerance)
+
+
+def test_values_are_float32_with_nan_where_the_input_has_no_data(tmp_path, trained_task):
+    source = write_raster(tmp_path / "in" / "h.tif", 70, 70)
+    with rasterio.open(source, "r+") as dst:
+        block = dst.read(1)
+        block[:10, :20] = 0  # nodata
+        dst.write(block, 1)
+    writer = predict(
+        trained_task, tmp_path / "out", inputs=s2_input(str(source)), task="regression",
+        variables=["canopy_height"], categories=None, window=64, overlap=16,
+    )  # fmt: skip
+    with rasterio.open(writer.written[0]) as dst:
+        assert dst.dtypes[0] == "float32" and np.isnan(dst.nodata)
+        assert dst.descriptions == ("canopy_height",)
+        heights = dst.read(1)
+    assert np.isnan(heights[:10, :20]).all()
+    assert np.isfinite(heights[10:]).all() and np.isfinite(heights[:, 20:]).all()
+
+
+def test_a_time_series_gives_one_map_per_date_named_by_date(tmp_path, trained_task):
+    dates = ["2021-04-01", "2021-06-01", "2021-08-01"]
+    for i, day in enumerate(dates[::-1]):  # written out of order: frames are sorted by date
+        write_raster(tmp_path / "in" / f"field_{day}.tif", 48, 40, seed=i)
+    writer = predict(
+        trained_task, tmp_path / "out", inputs=s2_input(str(tmp_path / "in")),
+        task="time_series_segmentation", categories=["wheat", "maize"], outputs="per_date",
+        window=32, overlap=8,
+    )  # fmt: skip
+    with rasterio.open(writer.written[0]) as dst:
+        assert writer.written[0].name == "field.tif"
+        assert dst.count == 3 and list(dst.descriptions) == dates
+        assert dst.tags()["OUTPUTS"] == "per_date"
+        assert set(np.unique(dst.read())) <= {0, 1}
+
+
+def test_a_constant_image_shows_no_seam_between_windows(tmp_path, trained_task, monkeypatch):
+    source = write_raster(tmp_path / "in" / "c.tif", 160, 160, constant=True)
+    captured = []
+    original = SceneOutputs._write
+
+    def keep(self, top, blended, seen):
+        captured.append(blended[0].copy())
+        return original(self, top, blended, seen)
+
+    monkeypatch.setattr(SceneOutputs, "_write", keep)
+    window, overlap = 64, 32
+    predict(
+        trained_task, tmp_path / "out", inputs=s2_input(str(source)), window=window, overlap=overlap
+    )
+    probabilities = np.concatenate(captured, 1)  # (K, H, W)
+    jumps = np.abs(np.diff(probabilities, axis=2)).max(
+        axis=(0, 1)
+    )  # largest change between columns
+    stride = window - overlap
+    seams = [c - 1 for c in range(stride, 160, stride)]
+    inside = np.delete(jumps, seams)
+    # Blending leaves no step at window edges larger than the model's own variation.
+    assert jumps[seams].max() <= 1.5 * np.quantile(inside, 0.99) + 1e-6
+
+
+def test_complete_outputs_are_skipped_and_overwrite_redoes_them(tmp_path, trained_task):
+    source = write_raster(tmp_path / "in" / "a.tif", 64, 64)
+    args = {"inputs": s2_input(str(source)), "window": 64, "overlap": 0}
+    target = predict(trained_task, tmp_path / "out", **args).written[0]
+    before = target.stat().st_mtime_ns
+    assert predict(trained_task, tmp_path / "out", **args).written == []
+    assert target.stat().st_mtime_ns == before
+    assert predict(trained_task, tmp_path / "out", {"overwrite": True}, **args).written == [target]
+    assert target.stat().st_mtime_ns != before
+
+
+def test_an_interrupted_run_leaves_no_file_and_a_rerun_completes(tmp_path, trained_task):
+    source = write_raster(tmp_path / "in" / "pred.tif", 256, 256)
+    target = tmp_path / "out" / "pred.tif"
+    checkpoint = tmp_path / "task.ckpt"
+    import torch
+
+    torch.save(trained_task.state_dict(), checkpoint)
+    script = textwrap.dedent(
+        f"""
+        import sys, time, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from pathlib import Path
+        from rasters import TRAINED_SOURCES, predict, s2_input
+        from stsun_lightning.tasks.module import StsunTask
+        task = StsunTask("stsun_tiny", sources=TRAINED_SOURCES)
+        task.load_state_dict(torch.load({str(checkpoint)!r}))
+        forward = task.model.forward
+        def slow(*args, **kwargs):
+            time.sleep(0.5)
+            return forward(*args, **kwargs)
+        task.model.forward = slow
+        predict(task, Path({str(target.parent)!r}), inputs=s2_input({str(source)!r}),
+                window=64, overlap=16, batch_size=1)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 90
+    while not list(target.parent.glob(".pred.tif.*")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list(target.parent.glob(".pred.tif.*")), "the writer never started"
+    time.sleep(1.0)  # some rows written
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not target.exists()
+    writer = predict(
+        trained_task, target.parent, inputs=s2_input(str(source)), window=64, overlap=16
+    )
+    assert writer.written == [target]
+    with rasterio.open(target) as dst:
+        assert dst.shape == (256, 256) and (dst.read(1) < 4).all()
+    assert [p.name for p in target.parent.iterdir()] == ["pred.tif"]
+
+
+def test_band_order_in_the_config_follows_the_files(tmp_path, trained_task):
+    """The same pixels stored in another band order, described so, predict the same map."""
+    source = write_raster(tmp_path / "in" / "a.tif", 48, 48)
+    with rasterio.open(source) as src:
+        profile, data = src.profile, src.read()
+    reordered = tmp_path / "in2" / "a.tif"
+    reordered.parent.mkdir()
+    with rasterio.open(reordered, "w", **profile) as dst:
+        dst.write(data[::-1])
+    maps = []
+    for path, bands in ((source, BANDS), (reordered, BANDS[::-1])):
+        inputs = {"s2": {"sensor": "sentinel2_l2a", "bands": bands, "paths": str(path)}}
+        writer = predict(
+            trained_task, path.parent / "out", inputs=inputs, window=48, overlap=0, statistics=None
+        )
+        with rasterio.open(writer.written[0]) as dst:
+            maps.append(dst.read(1))
+    np.testing.assert_array_equal(maps[0], maps[1])
