@@ -10,18 +10,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 from lightning import LightningDataModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from stsun_lightning.tasks.module import StsunTask
 
-__all__ = ["TRAINER_DEFAULTS", "StsunCLI", "build_cli", "main"]
+__all__ = ["TRAINER_DEFAULTS", "FitConfigSaver", "StsunCLI", "build_cli", "main"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "gradient_clip_val": 1.0,
     # Our batch samplers split batches across DDP ranks themselves.
     "use_distributed_sampler": False,
 }
+
+
+class FitConfigSaver(SaveConfigCallback):
+    """Saves the config beside the run's logs and checkpoints, for training runs only.
+
+    ``validate``, ``test`` and ``predict`` create no run folder; saving there would drop a
+    ``config.yaml`` into the working directory.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Save the config when fitting."""
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
 
 class StsunCLI(LightningCLI):
@@ -49,6 +63,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:
         args=args,
         run=run,
         trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=FitConfigSaver,
         save_config_kwargs={"overwrite": True},
     )
 
