@@ -49,9 +49,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_speed.py
+	$(PY) benchmarks/predict_memory.py
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/model_speed.py --quick
+	$(PY) benchmarks/predict_memory.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -136,3 +136,48 @@ def test_two_files_of_one_scene_and_date_are_an_error_naming_both(tmp_path):
         ValueError, match=r"s2_20210601.tif and .*s2_20210601.tif both fall in scene 's2'"
     ):
         group_scenes(s2_input(str(tmp_path / "*" / "*.tif")))
+
+
+def test_ddp_ranks_predict_disjoint_scenes_that_cover_all(tmp_path):
+    from types import SimpleNamespace
+
+    for name in "abcde":
+        write_raster(tmp_path / f"{name}.tif", 16, 16)
+    datamodule = RasterPredictionDataModule(
+        s2_input(str(tmp_path)), categories=["water"], window=16, overlap=0
+    )
+    seen = []
+    for rank in range(2):
+        datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        seen.append([job.scene.name for job in datamodule.predict_dataloader().dataset.jobs])
+    assert seen == [["a", "c", "e"], ["b", "d"]]
+
+
+def test_a_sensor_described_in_yaml_or_inline_reads_like_a_registered_one(tmp_path):
+    import yaml
+
+    write_raster(tmp_path / "x.tif", 8, 8, count=2)
+    sensor = {
+        "name": "my_camera",
+        "bands": [
+            {
+                "name": "red",
+                "wavelength_nm": 650,
+                "bandwidth_nm": 40,
+                "gsd_m": 10,
+                "modality": "optical",
+            },
+            {
+                "name": "nir",
+                "wavelength_nm": 850,
+                "bandwidth_nm": 60,
+                "gsd_m": 10,
+                "modality": "optical",
+            },
+        ],
+    }
+    (tmp_path / "camera.yaml").write_text(yaml.safe_dump(sensor))
+    for spec in (str(tmp_path / "camera.yaml"), sensor):
+        (scene,) = group_scenes({"cam": {"sensor": spec, "paths": str(tmp_path / "x.tif")}})
+        assert scene.inputs["cam"].sensor.name == "my_camera"
+        assert scene.inputs["cam"].bands == ("red", "nir")

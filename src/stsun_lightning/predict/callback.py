@@ -30,7 +30,8 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
     ``<output_dir>/<stem>.tif``: a class map (smallest integer type, category names and
     a colour table in the metadata) or float32 values (NaN nodata), one band per output
     map (one per date for ``outputs: per_date``); and, if asked, per-class
-    probabilities in ``<stem>_probabilities.tif``. Each file is published atomically;
+    probabilities in ``<stem>_probabilities.tif``. The progress bar counts windows, and
+    scenes written beside it. Each file is published atomically;
     scenes whose files exist are skipped unless ``overwrite``. Predictions are not also
     kept in memory (``return_predictions`` is turned off).
 
@@ -57,6 +58,7 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self._open: dict[int, SceneOutputs] = {}
         self.written: list[Path] = []
+        self._scenes_done = 0
 
     def is_complete(self, job: PredictionJob) -> bool:
         """Whether every output of ``job`` exists (files only appear once complete)."""
@@ -79,6 +81,7 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
             datamodule.skip_predictions(self._skip)
         trainer.predict_loop.return_predictions = False
         self.written = []
+        self._scenes_done = 0
 
     def _skip(self, job: PredictionJob) -> bool:
         if self.is_complete(job):
@@ -120,6 +123,17 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
             if outputs.add(ref.col, maps_np[item], self._label_grid(valid[item], maps_np[item])):
                 self.written += outputs.paths
                 del self._open[ref.job]
+                self._scenes_done += 1
+        self._show_files(trainer, len(dataset.jobs))
+
+    def _show_files(self, trainer: L.Trainer, total: int) -> None:
+        """Scenes written so far, beside the progress bar over windows."""
+        try:
+            bar = getattr(trainer.progress_bar_callback, "predict_progress_bar", None)
+        except TypeError:  # Lightning's bar before it is created
+            return
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(scenes=f"{self._scenes_done}/{total}", refresh=False)
 
     @staticmethod
     def _label_grid(valid: np.ndarray, prediction: np.ndarray) -> np.ndarray:

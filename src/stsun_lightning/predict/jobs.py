@@ -196,12 +196,17 @@ class ScenePredictionMixin:
         self._skip_prediction = skip
 
     def predict_dataloader(self) -> DataLoader:
-        """Windows of every pending job, in order (never shuffled: the writer streams)."""
-        jobs = [
-            j
-            for j in self.prediction_jobs()
-            if not (self._skip_prediction and self._skip_prediction(j))
-        ]
+        """Windows of every pending job, in order (never shuffled: the writer streams).
+
+        Under DDP each rank takes every ``world_size``-th job, so every scene is read,
+        predicted and written by exactly one rank.
+        """
+        jobs = self.prediction_jobs()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            jobs = jobs[trainer.global_rank :: trainer.world_size]
+        skip = self._skip_prediction
+        jobs = [j for j in jobs if not (skip and skip(j))]
         dataset = SceneWindowDataset(
             jobs, self.vocabularies, self.predict_window, self.predict_overlap
         )

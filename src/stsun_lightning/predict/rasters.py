@@ -24,12 +24,12 @@ import rasterio.errors
 from lightning import LightningDataModule
 
 from stsun_lightning.data.scenes import BandStatistics, Scene, SceneInput, SceneReader
-from stsun_lightning.data.sensors import get_sensor
+from stsun_lightning.data.sensors import Sensor, get_sensor, load_sensor_yaml
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 from stsun_lightning.data.statistics import compute_statistics
 from stsun_lightning.predict.jobs import OutputKindName, PredictionJob, ScenePredictionMixin
 
-__all__ = ["RasterPredictionDataModule", "find_raster_files", "group_scenes"]
+__all__ = ["RasterPredictionDataModule", "find_raster_files", "group_scenes", "resolve_sensor"]
 
 DEFAULT_DATE_PATTERN = r"(?P<date>\d{4}-?\d{2}-?\d{2})"
 _RASTER_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
@@ -59,6 +59,20 @@ def find_raster_files(paths: str | list[str], input_name: str) -> list[Path]:
             )
         found += matches
     return found
+
+
+def resolve_sensor(spec: str | dict[str, Any], input_name: str) -> Sensor:
+    """A sensor from a registry name, a YAML file (``*.yaml``) or an inline mapping."""
+    if isinstance(spec, dict):
+        return Sensor.from_dict(spec)
+    if str(spec).endswith((".yaml", ".yml")):
+        sensor = load_sensor_yaml(spec, register=False)
+        if isinstance(sensor, list):
+            raise ValueError(
+                f"Input {input_name!r}: {spec} describes several sensors; expected one."
+            )
+        return sensor
+    return get_sensor(spec)
 
 
 def _parse_date(text: str) -> date | None:
@@ -115,7 +129,8 @@ def group_scenes(
     """Scenes from the files of every input, checked for bands, CRS and a common grid.
 
     Args:
-        inputs: ``{name: {"sensor": ..., "paths": ..., "bands": [...] (optional)}}``.
+        inputs: ``{name: {"sensor": ..., "paths": ..., "bands": [...] (optional)}}``; a
+            sensor is a registry name, a sensor YAML file or an inline sensor mapping.
         date_pattern: regex with a group ``date`` found in file names.
         scene_pattern: regex with a group ``scene``; default: the name without its date.
 
@@ -135,7 +150,7 @@ def group_scenes(
                 f"Input {name!r} needs 'sensor' (a registry name) and 'paths' (file, folder or "
                 f"glob), optionally 'bands'; got keys {sorted(spec)}."
             )
-        sensor = get_sensor(spec["sensor"])
+        sensor = resolve_sensor(spec["sensor"], name)
         band_names = tuple(spec.get("bands") or sensor.band_names)
         sensor.select(band_names)  # unknown band names fail here, naming the sensor
         sensors[name], bands[name] = sensor, band_names
@@ -209,7 +224,8 @@ class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
     """Whole rasters to predict with ``stsun predict``, streamed window by window.
 
     Args:
-        inputs: by input name, ``{"sensor": registry name, "paths": file, folder or glob
+        inputs: by input name, ``{"sensor": registry name, sensor YAML file or inline
+            sensor mapping, "paths": file, folder or glob
             (or a list of them), "bands": band names stored in each file, in order
             (default: all of the sensor's bands)}``.
         task: task to run (a task the model was trained on).
@@ -247,6 +263,8 @@ class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if not 0 <= overlap < window:
+            raise ValueError(f"overlap must be in [0, window={window}), got {overlap}.")
         if bool(categories) == bool(variables):
             raise ValueError("Name either 'categories' or 'variables' to predict (exactly one).")
         if gdal_cache_mb is not None:
