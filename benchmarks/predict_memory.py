@@ -116,7 +116,7 @@ def child(args: argparse.Namespace) -> None:
         window=args.window,
         overlap=args.overlap,
         batch_size=args.batch_size,
-        num_workers=args.workers,
+        num_workers=args.workers[0],
         gdal_cache_mb=args.gdal_cache_mb if args.gdal_cache_mb > 0 else None,
     )
     print(json.dumps({"event": "model_ready"}), flush=True)
