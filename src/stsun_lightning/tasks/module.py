@@ -21,7 +21,10 @@ from stsun_lightning.tasks.losses import category_loss, value_loss
 from stsun_lightning.tasks.metrics import SourceMetrics
 from stsun_lightning.tasks.panels import panel
 
-__all__ = ["StsunTask"]
+__all__ = ["CHECKPOINT_FORMAT", "StsunTask"]
+
+CHECKPOINT_FORMAT = 1
+"""Version of what ``StsunTask`` checkpoints hold beside the state dict."""
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +297,52 @@ class StsunTask(LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the loss balance's running means with the weights."""
+        """Keep the loss balance's running means and the format version with the weights."""
         checkpoint["loss_scale"] = dict(self.loss_scale)
+        checkpoint["stsun_checkpoint_format"] = CHECKPOINT_FORMAT
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        """Restore the loss balance's running means."""
+        """Check the format and the network's shapes; restore the loss balance.
+
+        Raises:
+            ValueError: a checkpoint of a newer format, of no STSUN task, or of a network
+                of other shapes (naming the first parameters that differ and the presets).
+        """
+        found = checkpoint.get("stsun_checkpoint_format")
+        if found is None or found > CHECKPOINT_FORMAT:
+            what = "has no 'stsun_checkpoint_format'" if found is None else f"has format {found}"
+            raise ValueError(
+                f"Cannot load this checkpoint: it {what}, and this stsun-lightning reads "
+                f"formats up to {CHECKPOINT_FORMAT} written by StsunTask. Load it with the "
+                "version that wrote it, or upgrade."
+            )
+        self._check_shapes(checkpoint)
         self.loss_scale = dict(checkpoint.get("loss_scale", {}))
+
+    def _check_shapes(self, checkpoint: Mapping[str, Any]) -> None:
+        """Name the parameters whose shapes differ (vocabulary tables may differ in rows)."""
+        own = self.state_dict()
+        differ = []
+        for name, value in checkpoint.get("state_dict", {}).items():
+            if not isinstance(value, Tensor) or name not in own:
+                continue
+            mine = own[name]
+            table = name.endswith("embedding.weight")
+            if (table and value.shape[1:] != mine.shape[1:]) or (
+                not table and value.shape != mine.shape
+            ):
+                differ.append(
+                    f"{name}: {tuple(value.shape)} in the checkpoint, {tuple(mine.shape)} here"
+                )
+        if differ:
+            hparams = checkpoint.get("hyper_parameters", {})
+            trained = (
+                f"preset {hparams.get('model', '?')!r}, overrides {hparams.get('model_overrides')}"
+            )
+            raise ValueError(
+                f"The checkpoint's network ({trained}) has other shapes than this one "
+                f"(preset {self.hparams.model!r}, overrides {self.hparams.model_overrides}): "
+                + "; ".join(differ[:3])
+                + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+                + ". Build the task with the checkpoint's preset and overrides."
+            )
