@@ -124,9 +124,10 @@ def test_a_constant_image_shows_no_seam_between_windows(tmp_path, trained_task, 
     captured = []
     original = SceneOutputs._write
 
-    def keep(self, top, blended, seen):
+    def keep(self, top, col, blended, seen):
+        assert col == 0  # one chunk of columns at this width
         captured.append(blended[0].copy())
-        return original(self, top, blended, seen)
+        return original(self, top, col, blended, seen)
 
     monkeypatch.setattr(SceneOutputs, "_write", keep)
     window, overlap = 64, 32

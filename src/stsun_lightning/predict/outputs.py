@@ -22,6 +22,7 @@ __all__ = ["PROBABILITY_SCALE", "ProbabilityFormat", "SceneOutputs", "output_pat
 ProbabilityFormat = Literal["none", "uint8", "float16"]
 PROBABILITY_SCALE = 254
 """uint8 probabilities store ``round(p * 254)``; 255 is nodata."""
+_CHUNK_COLUMNS = 2048  # finished rows are encoded and written this many columns at a time
 
 
 def output_paths(
@@ -39,7 +40,8 @@ class SceneOutputs:
 
     Windows must arrive in the order of
     :class:`~stsun_lightning.predict.jobs.SceneWindowDataset` (row band by row band, left
-    to right); memory holds one row band of blended predictions.
+    to right); memory holds one row band of weighted sums, and finished rows are encoded
+    and written in chunks of columns.
 
     Args:
         job: the scene and what is predicted.
@@ -132,24 +134,31 @@ class SceneOutputs:
         if self.windows_in_band < len(self.accumulator.col_starts):
             return False
         self.windows_in_band = 0
-        top, blended, weight = self.accumulator.finish_band()
-        self._write(top, blended.reshape(self.maps, self.channels, *blended.shape[1:]), weight > 0)
+        top, n = self.accumulator.final_rows()
+        width = self.job.scene.width
+        for col0 in range(0, width, _CHUNK_COLUMNS):
+            col1 = min(col0 + _CHUNK_COLUMNS, width)
+            blended, weight = self.accumulator.blended(col0, col1)
+            self._write(
+                top, col0, blended.reshape(self.maps, self.channels, n, col1 - col0), weight > 0
+            )
+        self.accumulator.advance()
         if self.accumulator.band < len(self.accumulator.row_starts):
             return False
         for raster in self.rasters.values():
             raster.close()
         return True
 
-    def _write(self, top: int, blended: np.ndarray, seen: np.ndarray) -> None:
-        """Encode (To, K or V, n, width) blended rows into every raster."""
+    def _write(self, top: int, col: int, blended: np.ndarray, seen: np.ndarray) -> None:
+        """Encode (To, K or V, n, w) blended pixels at (top, col) into every raster."""
         if not self.classification:
             values = np.where(seen, blended, np.nan).astype(np.float32)
-            self.rasters["map"].write_rows(top, values.reshape(-1, *seen.shape))
+            self.rasters["map"].write_rows(top, values.reshape(-1, *seen.shape), col)
             return
         classes = self.rasters["map"]
         labels = blended.argmax(1).astype(classes.dtype)
         labels[:, ~seen] = classes.nodata
-        classes.write_rows(top, labels)
+        classes.write_rows(top, labels, col)
         probabilities = self.rasters.get("probabilities")
         if probabilities is None:
             return
@@ -159,7 +168,7 @@ class SceneOutputs:
             stored[:, ~seen] = 255
         else:
             stored = np.where(seen, flat, np.nan).astype(np.float16)
-        probabilities.write_rows(top, stored)
+        probabilities.write_rows(top, stored, col)
 
     def abort(self) -> None:
         """Drop the temporary files; nothing appears at the target paths."""

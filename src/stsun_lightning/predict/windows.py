@@ -84,24 +84,35 @@ class RowBandAccumulator:
         self.sums[:, :rows, col : col + cols] += prediction[:, :rows, :cols] * weight
         self.total[:rows, col : col + cols] += weight
 
-    def finish_band(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """Close the current row band.
-
-        Returns:
-            The first final row, the blended (channels, n, width) predictions of the n
-            rows that no later window covers, and their (n, width) total weight
-            (0 where no valid pixel was seen).
-        """
+    def final_rows(self) -> tuple[int, int]:
+        """The rows of the current band that no later window covers: (first row, count)."""
         top = self.row_starts[self.band]
         last = self.band == len(self.row_starts) - 1
-        n = (self.height - top) if last else self.row_starts[self.band + 1] - top
-        total = self.total[:n].copy()
-        blended = self.sums[:, :n] / np.maximum(total, 1e-12)
-        # Keep the rows the next band overlaps; start fresh below them.
-        self.sums = np.concatenate([self.sums[:, n:], np.zeros_like(self.sums[:, :n])], 1)
-        self.total = np.concatenate([self.total[n:], np.zeros_like(self.total[:n])], 0)
+        return top, (self.height - top) if last else self.row_starts[self.band + 1] - top
+
+    def blended(self, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blended predictions of the final rows, columns ``col0:col1``.
+
+        Read in column chunks, so no copy of the whole row band is ever made.
+
+        Returns:
+            (channels, n, col1 - col0) float32 blended values and their (n, col1 - col0)
+            total weight (0 where no valid pixel was seen).
+        """
+        _, n = self.final_rows()
+        total = self.total[:n, col0:col1]
+        return self.sums[:, :n, col0:col1] / np.maximum(total, 1e-12), total.copy()
+
+    def advance(self) -> None:
+        """Drop the final rows: keep the rows the next band overlaps, zero the rest, in place."""
+        _, n = self.final_rows()
+        keep = self.sums.shape[1] - n
+        if keep > 0:
+            self.sums[:, :keep] = self.sums[:, n : n + keep].copy()
+            self.total[:keep] = self.total[n : n + keep].copy()
+        self.sums[:, max(keep, 0) :] = 0.0
+        self.total[max(keep, 0) :] = 0.0
         self.band += 1
-        return top, blended, total
 
     def bands(self) -> Iterator[tuple[int, list[int]]]:
         """(row start, column starts) of each row band, in order."""

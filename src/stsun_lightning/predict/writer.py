@@ -68,7 +68,7 @@ class OutputRaster:
             stale.unlink(missing_ok=True)
         self._rows = self.target.with_name(f".{self.target.name}.{os.getpid()}.rows.tif")
         self._dataset = rasterio.open(
-            self._rows, "w", driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+            self._rows, "w", driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="zstd", zstd_level=1,
             count=count, dtype=dtype, nodata=nodata, crs=profile["crs"], transform=profile["transform"],
             width=profile["width"], height=profile["height"], BIGTIFF="IF_SAFER",
         )  # fmt: skip
@@ -79,10 +79,10 @@ class OutputRaster:
         if scale is not None:
             self._dataset.scales = (scale,) * count
 
-    def write_rows(self, top: int, data: np.ndarray) -> None:
-        """Write (count, n, width) values as rows ``top`` to ``top + n``."""
+    def write_rows(self, top: int, data: np.ndarray, col: int = 0) -> None:
+        """Write (count, n, w) values at rows ``top:top + n``, columns ``col:col + w``."""
         _, n, width = data.shape
-        self._dataset.write(data, window=Window(0, top, width, n))
+        self._dataset.write(data, window=Window(col, top, width, n))
 
     def close(self) -> Path:
         """Publish the COG at the target path and remove the temporary rows file."""
