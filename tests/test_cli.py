@@ -175,6 +175,7 @@ def test_predict_writes_cogs_of_rasters_with_a_checkpoint_trained_on_other_sourc
             "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false",
             f"--trainer.callbacks.output_dir={out}",
+            f"--trainer.default_root_dir={tmp_path}",
             f"--ckpt_path={checkpoint}",
         ]
     )

@@ -32,9 +32,12 @@ def test_the_demo_trains_reports_and_writes_georeferenced_predictions(tmp_path):
     assert {row["source"] for row in summary["goals"]} == set(GOALS)
     run_dir = Path(summary["checkpoint"]).parents[1]
     assert json.loads((run_dir / "demo_metrics.json").read_text())["goals"] == summary["goals"]
-    assert len(summary["predictions"]) == len(GOALS)
-    for path in map(Path, summary["predictions"]):
-        source = path.name.rsplit("_scene", 1)[0]
+    maps = [Path(p) for p in summary["predictions"] if not p.endswith("_probabilities.tif")]
+    assert sorted(p.parent.name for p in maps) == sorted(GOALS)  # <source>/<scene>.tif
+    # Class probabilities beside every class map (regression has none).
+    assert len(summary["predictions"]) == 2 * len(GOALS) - 1
+    for path in maps:
+        source = path.parent.name
         label = next((tmp_path / "world" / source).glob("scene_*/label.tif"))
         with rasterio.open(path) as out, rasterio.open(label) as ref:
             assert out.crs == ref.crs and out.shape == ref.shape

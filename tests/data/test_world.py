@@ -15,7 +15,7 @@ import rasterio
 
 from stsun_lightning.data import world as world_module
 from stsun_lightning.data.sensors import get_sensor
-from stsun_lightning.data.world import SOURCES, SpectralWorld
+from stsun_lightning.data.world import SOURCES, VERSION, SpectralWorld
 from stsun_lightning.errors import UnknownNameError
 
 SIZE, SCENES = 64, 2
@@ -66,7 +66,7 @@ def test_manifest_shape(world):
     root, manifest = world
     assert json.loads((root / "manifest.json").read_text()) == manifest
     assert {k: manifest[k] for k in ("version", "seed", "scene_size", "scenes_per_source")} == {
-        "version": 1,
+        "version": VERSION,
         "seed": 0,
         "scene_size": SIZE,
         "scenes_per_source": SCENES,
