@@ -97,7 +97,6 @@ def child(args: argparse.Namespace) -> None:
     import lightning as L
     import torch
 
-    from stsun_lightning.data.batch import collate_batches
     from stsun_lightning.predict import GeoTiffPredictionWriter, RasterPredictionDataModule
     from stsun_lightning.tasks.module import StsunTask
 
@@ -137,7 +136,6 @@ def child(args: argparse.Namespace) -> None:
         forward_seconds = time.perf_counter() - started
     forward_windows = sum(b.batch_size for b in batches)
     del batches, loader
-    _ = collate_batches  # the loader's collate, named for the reader
 
     writer = GeoTiffPredictionWriter(args.output, overwrite=True)
     trainer = L.Trainer(

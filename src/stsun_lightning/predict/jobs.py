@@ -9,6 +9,7 @@ rasters as they arrive, so memory is bounded by a row band, never by the scene.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -172,7 +173,7 @@ class JobBatchSampler(BatchSampler):
         return sum(1 for _ in iter(self))
 
 
-class ScenePredictionMixin:
+class ScenePredictionMixin(ABC):
     """Gives a datamodule a ``predict_dataloader`` over the windows of whole scenes.
 
     The datamodule implements :meth:`prediction_jobs` and sets ``vocabularies`` and the
@@ -187,9 +188,9 @@ class ScenePredictionMixin:
     predict_num_workers: int = 0
     _skip_prediction: Callable[[PredictionJob], bool] | None = None
 
+    @abstractmethod
     def prediction_jobs(self) -> list[PredictionJob]:
         """The scenes to predict, with how to read them and what to predict."""
-        raise NotImplementedError
 
     def skip_predictions(self, skip: Callable[[PredictionJob], bool]) -> None:
         """Leave out the jobs for which ``skip(job)`` is true (e.g. outputs complete)."""
