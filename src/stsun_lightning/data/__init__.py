@@ -1,7 +1,9 @@
 """Data: sensors, the batch contract, and datasets."""
 
 from stsun_lightning.data.batch import Batch, OutputKind, collate_batches
+from stsun_lightning.data.datamodule import StsunDataModule
 from stsun_lightning.data.examples import example_band_metadata, example_batch
+from stsun_lightning.data.geotiff_datamodule import GeoTiffDataModule
 from stsun_lightning.data.sensors import (
     Band,
     Modality,
@@ -15,9 +17,11 @@ from stsun_lightning.data.sensors import (
 __all__ = [
     "Band",
     "Batch",
+    "GeoTiffDataModule",
     "Modality",
     "OutputKind",
     "Sensor",
+    "StsunDataModule",
     "collate_batches",
     "example_band_metadata",
     "example_batch",

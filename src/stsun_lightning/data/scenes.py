@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
 import rasterio.errors
 import torch
 from rasterio.windows import Window
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from stsun_lightning.data.batch import Batch, OutputKind
@@ -28,11 +30,17 @@ from stsun_lightning.data.sources import SourceInfo
 
 __all__ = [
     "BandStatistics",
+    "Handles",
     "Scene",
     "SceneInput",
     "ScenePatchDataset",
     "SceneReader",
+    "augment_patch",
     "days_since_epoch",
+    "label_lookup",
+    "label_target",
+    "scene_batch",
+    "window_batch",
 ]
 
 _EPOCH = date(1970, 1, 1)
@@ -84,42 +92,51 @@ class BandStatistics:
     scale: dict[str, float] = field(default_factory=dict)
 
 
-def _close_all(datasets: dict[Path, rasterio.io.DatasetReader]) -> None:
+def _close_all(datasets: dict[Any, Any]) -> None:
     for dataset in datasets.values():
         dataset.close()
     datasets.clear()
 
 
-class _Handles:
+class Handles:
     """Open rasterio datasets of this process (re-opened after a fork).
 
-    They are closed by a finaliser that runs at exit, before the interpreter tears
-    down the modules GDAL needs to close them cleanly.
+    Handles inherited through ``fork`` are never used: a DataLoader worker opens its
+    own (shared handles return wrong pixels or crash). They are closed by a finaliser
+    that runs at exit, before the interpreter tears down the modules GDAL needs to
+    close them cleanly.
+
+    Args:
+        opener: opens a path (default: ``rasterio.open``); must be picklable.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Callable[[str], Any] | None = None) -> None:
+        self.opener = opener
         self.pid = -1
-        self.open: dict[Path, rasterio.io.DatasetReader] = {}
+        self.open: dict[Any, Any] = {}
         self._finalizer = weakref.finalize(self, _close_all, self.open)
 
-    def get(self, path: Path) -> rasterio.io.DatasetReader:
+    def get(self, path: Any) -> Any:
+        """The open dataset of ``path`` in this process."""
         if self.pid != os.getpid():
-            # Handles inherited through fork are never used: open our own.
             self.pid, self.open = os.getpid(), {}
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _close_all, self.open)
         if path not in self.open:
-            try:
-                self.open[path] = rasterio.open(path)
-            except rasterio.errors.RasterioIOError as error:
-                raise OSError(f"Cannot open raster {path}: {error}") from None
+            if self.opener is not None:
+                self.open[path] = self.opener(str(path))
+            else:
+                try:
+                    self.open[path] = rasterio.open(path)
+                except rasterio.errors.RasterioIOError as error:
+                    raise OSError(f"Cannot open raster {path}: {error}") from None
         return self.open[path]
 
     def __getstate__(self) -> dict:
-        return {}  # never pickle open handles into worker processes
+        return {"opener": self.opener}  # never pickle open handles into worker processes
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        self.__init__(state.get("opener"))
 
 
 class SceneReader:
@@ -131,7 +148,7 @@ class SceneReader:
 
     def __init__(self, statistics: BandStatistics) -> None:
         self.statistics = statistics
-        self.handles = _Handles()
+        self.handles = Handles()
         # Per input: (scale, mean (C, 1, 1), std (C, 1, 1)), built once, not per window.
         self._normalisation = {
             name: (
@@ -222,9 +239,7 @@ class ScenePatchDataset(Dataset[Batch]):
         self.reader = SceneReader(statistics)
 
     def _label_lut(self, classes: dict[int, str], ignore: tuple[float, ...]) -> dict[int, int]:
-        lut = {int(v): self.source.categories.index(name) for v, name in classes.items()}
-        lut.update({int(v): -1 for v in ignore})
-        return lut
+        return label_lookup(classes, ignore, self.source.categories)
 
     def _windows(self, mode: str, samples_per_scene: int) -> list[tuple[int, int, int]]:
         p = self.patch_size
@@ -255,37 +270,14 @@ class ScenePatchDataset(Dataset[Batch]):
         if target is not None:  # no label where the input has no data
             target[~valid] = -1 if self.label_lut is not None else np.nan
         if self.augment:
-            image, valid, target = self._augment(index, image, valid, target)
+            image, valid, target = augment_patch((self.seed, 7, index), image, valid, target)
         return self._batch(scene, image, valid, target)
 
     def _read_label(self, scene: Scene, window: Window) -> np.ndarray | None:
         if scene.label is None:
             return None
         raw = self.reader.handles.get(scene.label).read(1, window=window)
-        if self.label_lut is None:
-            return np.where(np.isin(raw, self.ignore_values), np.nan, raw).astype(np.float32)
-        target = np.full(raw.shape, -1, dtype=np.int64)
-        for value in np.unique(raw):
-            if int(value) not in self.label_lut:
-                known = sorted(self.label_lut)
-                raise ValueError(
-                    f"Label value {int(value)} in {scene.label} is not a declared class of source "
-                    f"{self.source.name!r} (declared values: {known}); declare it or add it to ignore_values."
-                )
-            target[raw == value] = self.label_lut[int(value)]
-        return target
-
-    def _augment(
-        self, index: int, image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        rng = np.random.default_rng((self.seed, 7, index))
-        k, flip = int(rng.integers(4)), bool(rng.integers(2))
-
-        def apply(a: np.ndarray) -> np.ndarray:
-            a = np.rot90(a, k, axes=(-2, -1))
-            return np.ascontiguousarray(a[..., ::-1] if flip else a)
-
-        return apply(image), apply(valid), None if target is None else apply(target)
+        return label_target(raw, self.label_lut, self.ignore_values, scene.label, self.source.name)
 
     def _batch(
         self, scene: Scene, image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
@@ -304,6 +296,72 @@ class ScenePatchDataset(Dataset[Batch]):
         )
 
 
+def label_lookup(
+    classes: dict[int, str], ignore_values: tuple[float, ...], categories: tuple[str, ...]
+) -> dict[int, int]:
+    """Label value -> index into ``categories`` (-1 for ignored values)."""
+    lut = {int(v): categories.index(name) for v, name in classes.items()}
+    lut.update({int(v): -1 for v in ignore_values})
+    return lut
+
+
+def label_target(
+    raw: np.ndarray,
+    lut: dict[int, int] | None,
+    ignore_values: tuple[float, ...],
+    path: Path,
+    source: str,
+) -> np.ndarray:
+    """Raw label values as a target.
+
+    Args:
+        raw: (..., h, w) label values as stored.
+        lut: value -> class index (-1 = ignore) for class labels; None for values.
+        ignore_values: values that mean "no label" (for value labels).
+        path: the label file (named in errors).
+        source: the source name (named in errors).
+
+    Returns:
+        int64 class indices (-1 = ignore), or float32 values (NaN = ignore).
+
+    Raises:
+        ValueError: a value that is neither a declared class nor ignored, naming the
+            value, the file and the declared values.
+    """
+    if lut is None:
+        return np.where(np.isin(raw, ignore_values), np.nan, raw).astype(np.float32)
+    target = np.full(raw.shape, -1, dtype=np.int64)
+    for value in np.unique(raw):
+        if int(value) not in lut:
+            raise ValueError(
+                f"Label value {int(value)} in {path} is not a declared class of source "
+                f"{source!r} (declared values: {sorted(lut)}); declare it or add it to ignore_values."
+            )
+        target[raw == value] = lut[int(value)]
+    return target
+
+
+def augment_patch(
+    seed: tuple[int, ...], image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The same random flip and 90° rotation (drawn from ``seed``) of a patch's arrays.
+
+    Args:
+        seed: seed of the draw (e.g. ``(seed, index)``), so a patch is reproducible.
+        image: (..., h, w).
+        valid: (h, w).
+        target: (..., h', w') or None.
+    """
+    rng = np.random.default_rng(seed)
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+
+    def apply(a: np.ndarray) -> np.ndarray:
+        a = np.rot90(a, k, axes=(-2, -1))
+        return np.ascontiguousarray(a[..., ::-1] if flip else a)
+
+    return apply(image), apply(valid), None if target is None else apply(target)
+
+
 def scene_batch(
     scene: Scene,
     image: np.ndarray,
@@ -315,31 +373,68 @@ def scene_batch(
     source: str,
     target: np.ndarray | None = None,
 ) -> Batch:
-    """A one-item batch of a window of ``scene``.
+    """A one-item batch of a window of ``scene`` (see :func:`window_batch`)."""
+    return window_batch(
+        [si.sensor.metadata(si.bands) for si in scene.inputs.values()],
+        scene.gsd_m,
+        [days_since_epoch(d) for d in scene.dates],
+        image,
+        valid,
+        task_row,
+        outputs,
+        rows,
+        classification,
+        source,
+        target,
+    )
+
+
+def window_batch(
+    metadata: list[dict[str, Tensor]],
+    gsd_m: float,
+    dates: list[float],
+    image: np.ndarray,
+    valid: np.ndarray,
+    task_row: int,
+    outputs: Literal["state", "change", "aggregate", "per_date"],
+    rows: list[int],
+    classification: bool,
+    source: str,
+    target: np.ndarray | None = None,
+    time_mask: np.ndarray | None = None,
+) -> Batch:
+    """A one-item batch of a window.
 
     Args:
-        scene: the scene the window comes from.
+        metadata: per input, its bands' metadata (``Sensor.metadata(bands)``), in the
+            order of the image's channels.
+        gsd_m: metres per pixel.
+        dates: (T,) days since 1970-01-01 of each frame, NaN where unknown.
         image: (T, C, h, w) normalised values.
         valid: (h, w) bool.
         task_row: row of the task vocabulary.
-        outputs: "state" (at the last date), "change" (first to last date), "aggregate",
-            or "per_date" (a state at every date: To = T).
+        outputs: "state" (at the last real frame), "change" (first to last real frame),
+            "aggregate", or "per_date" (a state at every frame: To = T).
         rows: category rows (classification) or variable rows (regression).
         classification: whether ``rows`` are categories.
         source: source name.
-        target: (h', w') labels (long, -1 ignored) or values (float, NaN ignored), or None.
+        target: labels (long, -1 ignored) as (h', w') or (To, h', w'); values (float,
+            NaN ignored) as (h', w'), (To, h', w') or (To, V, h', w'); or None.
+        time_mask: (T,) bool real frames (default: all).
 
     Returns:
         The batch, B = 1, To = 1 (T for "per_date").
     """
-    metadata = [si.sensor.metadata(si.bands) for si in scene.inputs.values()]
-    t = len(scene.dates)
+    t = len(dates)
+    real = np.ones(t, dtype=bool) if time_mask is None else np.asarray(time_mask, dtype=bool)
+    frames = np.flatnonzero(real)
+    first, last = (int(frames[0]), int(frames[-1])) if frames.size else (0, t - 1)
     if outputs == "per_date":
         slots = [[float(OutputKind.STATE), float(i), float(i)] for i in range(t)]
     else:
         kind, ref_a, ref_b = {
-            "state": (OutputKind.STATE, t - 1, t - 1),
-            "change": (OutputKind.CHANGE, 0, t - 1),
+            "state": (OutputKind.STATE, last, last),
+            "change": (OutputKind.CHANGE, first, last),
             "aggregate": (OutputKind.AGGREGATE, -1, -1),
         }[outputs]
         slots = [[float(kind), float(ref_a), float(ref_b)]]
@@ -349,21 +444,24 @@ def scene_batch(
         bandwidth_nm=torch.cat([m["bandwidth_nm"] for m in metadata])[None],
         modality=torch.cat([m["modality"] for m in metadata])[None],
         band_mask=torch.ones(1, image.shape[1], dtype=torch.bool),
-        gsd_m=torch.tensor([scene.gsd_m], dtype=torch.float32),
-        dates=torch.tensor([[days_since_epoch(d) for d in scene.dates]], dtype=torch.float32),
-        time_mask=torch.ones(1, t, dtype=torch.bool),
+        gsd_m=torch.tensor([gsd_m], dtype=torch.float32),
+        dates=torch.tensor([dates], dtype=torch.float32),
+        time_mask=torch.from_numpy(real)[None],
         valid_mask=torch.from_numpy(valid)[None],
         task=torch.tensor([task_row]),
         outputs=torch.tensor([slots]),
         source=[source],
     )
+    if target is not None and target.ndim == 2:
+        target = target[None]  # (To = 1, h', w')
     if classification:
         fields["categories"] = torch.tensor([rows])
         fields["category_mask"] = torch.ones(1, len(rows), dtype=torch.bool)
         if target is not None:
-            fields["target"] = torch.from_numpy(target)[None, None]
+            fields["target"] = torch.from_numpy(target)[None]
     else:
         fields["variables"] = torch.tensor([rows])
         if target is not None:
-            fields["target"] = torch.from_numpy(target)[None, None, None]
+            values = target[:, None] if target.ndim == 3 else target  # (To, V, h', w')
+            fields["target"] = torch.from_numpy(values)[None]
     return Batch(**fields)

@@ -6,11 +6,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from lightning import LightningDataModule
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import Dataset
 
-from stsun_lightning.data.batch import collate_batches
-from stsun_lightning.data.sampling import SourceBatchSampler
+from stsun_lightning.data.batch import Batch
+from stsun_lightning.data.datamodule import BatchFormat, Split, StsunDataModule
 from stsun_lightning.data.scenes import (
     BandStatistics,
     Scene,
@@ -19,7 +18,7 @@ from stsun_lightning.data.scenes import (
     SceneReader,
 )
 from stsun_lightning.data.sensors import Modality, get_sensor
-from stsun_lightning.data.sources import SourceInfo, build_vocabularies
+from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.statistics import load_or_compute_statistics
 from stsun_lightning.data.world import SpectralWorld
 from stsun_lightning.predict.jobs import PredictionJob, ScenePredictionMixin
@@ -29,7 +28,7 @@ __all__ = ["SpectralWorldDataModule"]
 _OPTICAL_SCALE = 1e-4  # reflectance is stored as uint16 × 10000
 
 
-class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
+class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
     """Patches of every SpectralWorld source, in batches homogeneous per source.
 
     The world is generated into ``root`` on first use (cached, atomic, deterministic by
@@ -49,6 +48,7 @@ class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
         num_workers: DataLoader worker processes.
         predict_window: window side of whole-scene prediction (``stsun predict``).
         predict_overlap: overlap of prediction windows, blended smoothly.
+        batch_format: ``"stsun"`` or ``"torchgeo"`` (see :class:`StsunDataModule`).
     """
 
     def __init__(
@@ -66,8 +66,11 @@ class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
         num_workers: int = 0,
         predict_window: int = 128,
         predict_overlap: int = 32,
+        batch_format: BatchFormat = "stsun",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
+        )
         self.save_hyperparameters()
         self.root = Path(root)
         self.world = SpectralWorld(self.root, seed, scene_size, scenes_per_source, source_names)
@@ -75,7 +78,6 @@ class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
         self.source_infos = [
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
         ]
-        self.vocabularies = build_vocabularies(self.source_infos)
         self.predict_window, self.predict_overlap = predict_window, predict_overlap
         self.predict_batch_size, self.predict_num_workers = batch_size, num_workers
 
@@ -86,11 +88,6 @@ class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
             ordered = sorted(label["classes"].items(), key=lambda kv: int(kv[0]))
             return SourceInfo(name, spec["task"], categories=tuple(n for _, n in ordered))
         return SourceInfo(name, spec["task"], variables=tuple(label["variables"]))
-
-    @property
-    def sources(self) -> dict[str, dict[str, Any]]:
-        """The sources as plain data, for ``StsunTask(sources=...)`` (linked by the CLI)."""
-        return {s.name: s.to_dict() for s in self.source_infos}
 
     def scenes(self, source: str, split: str) -> list[Scene]:
         """The scenes of ``source`` in ``split`` ("train" or "val")."""
@@ -155,35 +152,12 @@ class SpectralWorldDataModule(ScenePredictionMixin, LightningDataModule):
             self.train_sets = [self._dataset(s, "train", "random") for s in self.source_infos]
         self.val_sets = [self._dataset(s, "val", "grid") for s in self.source_infos]
 
-    def _loader(self, datasets: list[ScenePatchDataset], shuffle: bool) -> DataLoader:
-        sampler = SourceBatchSampler(
-            [len(d) for d in datasets],
-            self.hparams.batch_size,
-            num_batches=self.hparams.train_batches_per_epoch if shuffle else None,
-            temperature=self.hparams.temperature,
-            seed=self.hparams.seed,
-            shuffle=shuffle,
-        )
-        workers = self.hparams.num_workers
-        return DataLoader(
-            ConcatDataset(datasets),
-            batch_sampler=sampler,
-            collate_fn=collate_batches,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+    def datasets(self, split: Split) -> list[Dataset[Batch]]:
+        """Per source: random training patches, or a grid over the validation scenes.
 
-    def train_dataloader(self) -> DataLoader:
-        """Random patches of the training scenes, sources mixed by temperature."""
-        return self._loader(self.train_sets, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """A grid of patches over each source's validation scenes."""
-        return self._loader(self.val_sets, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation scenes (the synthetic world has no separate test split)."""
-        return self._loader(self.val_sets, shuffle=False)
+        The synthetic world has no separate test split: "test" is the validation split.
+        """
+        return list(self.train_sets if split == "train" else self.val_sets)
 
     def prediction_jobs(self) -> list[PredictionJob]:
         """Every validation scene of every source, whole, with the source's own request."""

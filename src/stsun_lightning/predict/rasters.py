@@ -10,12 +10,11 @@ the file's ``ACQUISITION_DATE``, ``DATE`` or ``TIFFTAG_DATETIME`` tag, else are 
 
 from __future__ import annotations
 
-import glob
 import itertools
 import math
 import re
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,81 +22,21 @@ import rasterio
 import rasterio.errors
 from lightning import LightningDataModule
 
+from stsun_lightning.data.raster_files import (
+    DEFAULT_DATE_PATTERN,
+    file_date,
+    find_raster_files,
+    gsd_m,
+    resolve_sensor,
+)
 from stsun_lightning.data.scenes import BandStatistics, Scene, SceneInput, SceneReader
-from stsun_lightning.data.sensors import Sensor, get_sensor, load_sensor_yaml
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 from stsun_lightning.data.statistics import compute_statistics
 from stsun_lightning.predict.jobs import OutputKindName, PredictionJob, ScenePredictionMixin
 
-__all__ = ["RasterPredictionDataModule", "find_raster_files", "group_scenes", "resolve_sensor"]
+__all__ = ["RasterPredictionDataModule", "group_scenes"]
 
-DEFAULT_DATE_PATTERN = r"(?P<date>\d{4}-?\d{2}-?\d{2})"
-_RASTER_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
-_DATE_TAGS = ("ACQUISITION_DATE", "DATE", "TIFFTAG_DATETIME")
 _STATISTICS_SAMPLES = 1_000_000
-
-
-def find_raster_files(paths: str | list[str], input_name: str) -> list[Path]:
-    """Files of one input from files, folders (their ``.tif`` files) or globs.
-
-    Raises:
-        FileNotFoundError: a path matches no raster, naming the input and the path.
-    """
-    found: list[Path] = []
-    for pattern in [paths] if isinstance(paths, str) else paths:
-        path = Path(pattern).expanduser()
-        if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.suffix in _RASTER_SUFFIXES)
-        elif any(c in pattern for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        else:
-            matches = [path] if path.is_file() else []
-        if not matches:
-            raise FileNotFoundError(
-                f"Input {input_name!r}: {pattern!r} matches no raster (expected a file, a folder "
-                "of .tif files or a glob such as 'scenes/*_B04.tif')."
-            )
-        found += matches
-    return found
-
-
-def resolve_sensor(spec: str | dict[str, Any], input_name: str) -> Sensor:
-    """A sensor from a registry name, a YAML file (``*.yaml``) or an inline mapping."""
-    if isinstance(spec, dict):
-        return Sensor.from_dict(spec)
-    if str(spec).endswith((".yaml", ".yml")):
-        sensor = load_sensor_yaml(spec, register=False)
-        if isinstance(sensor, list):
-            raise ValueError(
-                f"Input {input_name!r}: {spec} describes several sensors; expected one."
-            )
-        return sensor
-    return get_sensor(spec)
-
-
-def _parse_date(text: str) -> date | None:
-    digits = re.sub(r"\D", "", text)
-    try:
-        return datetime.strptime(digits[:8], "%Y%m%d").date() if len(digits) >= 8 else None
-    except ValueError:
-        return None
-
-
-def _file_date(path: Path, dataset: rasterio.io.DatasetReader, date_pattern: str) -> date | None:
-    match = re.search(date_pattern, path.stem)
-    if match and "date" in match.groupdict():
-        parsed = _parse_date(match.group("date"))
-        if parsed is None:
-            raise ValueError(
-                f"{path}: {match.group('date')!r} (matched by date_pattern) is not a date "
-                "(expected YYYYMMDD or YYYY-MM-DD)."
-            )
-        return parsed
-    tags = dataset.tags()
-    for tag in _DATE_TAGS:
-        if tag in tags and (parsed := _parse_date(tags[tag])) is not None:
-            return parsed
-    return None
 
 
 def _scene_key(path: Path, scene_pattern: str | None, date_pattern: str) -> str:
@@ -111,14 +50,6 @@ def _scene_key(path: Path, scene_pattern: str | None, date_pattern: str) -> str:
         return match.group("scene")
     key = re.sub(date_pattern, "", path.stem).strip("_-. ")
     return key or path.parent.name
-
-
-def _gsd_m(dataset: rasterio.io.DatasetReader) -> float:
-    res = abs(dataset.transform.a)
-    if dataset.crs.is_geographic:
-        latitude = dataset.xy(dataset.height // 2, dataset.width // 2)[1]
-        return res * 111_320.0 * math.cos(math.radians(latitude))
-    return res * dataset.crs.linear_units_factor[1]
 
 
 def group_scenes(
@@ -172,14 +103,14 @@ def group_scenes(
                     )
                 key = _scene_key(path, scene_pattern, date_pattern)
                 files[key].setdefault(name, []).append(
-                    (_file_date(path, dataset, date_pattern), path)
+                    (file_date(path, dataset, date_pattern), path)
                 )
                 grids[path] = (
                     dataset.crs,
                     dataset.transform,
                     dataset.height,
                     dataset.width,
-                    _gsd_m(dataset),
+                    gsd_m(dataset),
                 )
     scenes = []
     for key in sorted(files):
