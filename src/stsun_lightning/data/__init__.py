@@ -4,6 +4,7 @@ from stsun_lightning.data.batch import Batch, OutputKind, collate_batches
 from stsun_lightning.data.datamodule import StsunDataModule
 from stsun_lightning.data.examples import example_band_metadata, example_batch
 from stsun_lightning.data.geotiff_datamodule import GeoTiffDataModule
+from stsun_lightning.data.mixing import MixedDataModule
 from stsun_lightning.data.sensors import (
     Band,
     Modality,
@@ -18,6 +19,7 @@ __all__ = [
     "Band",
     "Batch",
     "GeoTiffDataModule",
+    "MixedDataModule",
     "Modality",
     "OutputKind",
     "Sensor",

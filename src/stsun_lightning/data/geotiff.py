@@ -432,10 +432,18 @@ class GeoTiffRasterDataset(RasterDataset):
         return round((bounds[3] - bounds[1]) / ry), round((bounds[2] - bounds[0]) / rx)
 
     def _hits(self, bounds: tuple[float, float, float, float]) -> list[str]:
-        """Files whose footprint meets ``bounds``."""
-        return [
-            str(p) for p in self.index.cx[bounds[0] : bounds[2], bounds[1] : bounds[3]].filepath
-        ]
+        """Files whose footprint's bounding box meets ``bounds`` (vectorised, per patch)."""
+        if getattr(self, "_footprints", None) is None or len(self._footprints) != len(self.index):
+            self._paths = [str(p) for p in self.index.filepath]
+            self._footprints = np.asarray(self.index.geometry.bounds, dtype=np.float64)
+        f = self._footprints
+        meets = (
+            (f[:, 0] < bounds[2])
+            & (f[:, 2] > bounds[0])
+            & (f[:, 1] < bounds[3])
+            & (f[:, 3] > bounds[1])
+        )
+        return [self._paths[i] for i in np.flatnonzero(meets)]
 
     def read_latest(self, bounds: tuple[float, float, float, float]) -> np.ndarray:
         """(C, h, w): every file under ``bounds`` painted newest first (static last)."""
@@ -476,15 +484,17 @@ class GeoTiffRasterDataset(RasterDataset):
         shape: tuple[int, int],
     ) -> np.ndarray:
         """(C, h, w): the files painted in order where they have data (all bands in one read)."""
-        out = np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
+        out: np.ndarray | None = None
         for path in paths:
             values = read_on_grid(self.handles.get(path), bounds, shape).filled(np.nan)
             band = self.band_of[path]
-            if band is None:
-                out = np.where(np.isnan(out), values, out)
-            else:
-                channel = self.file_bands.index(band)
-                out[channel] = np.where(np.isnan(out[channel]), values[0], out[channel])
+            if band is not None:
+                single = np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
+                single[self.file_bands.index(band)] = values[0]
+                values = single
+            out = values if out is None else np.where(np.isnan(out), values, out)
+        if out is None:
+            return np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
         return out
 
     def __getitem__(self, index: GeoSlice) -> dict[str, Any]:
