@@ -35,7 +35,7 @@ import rasterio
 import rasterio.errors
 import torch
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -59,8 +59,10 @@ __all__ = [
     "Grid",
     "InputSpec",
     "LabelSpec",
+    "RasterLayout",
     "files_of",
     "grid_of",
+    "has_mask",
     "read_on_grid",
 ]
 
@@ -258,40 +260,85 @@ class _GridOpener:
         )
 
 
+@dataclass(frozen=True)
+class RasterLayout:
+    """What a read needs to know of an open raster, looked up once per file.
+
+    Attributes:
+        left: x of the raster's left edge.
+        top: y of its top edge.
+        res: (x, y) pixel size, both positive.
+        height: rows.
+        width: columns.
+        count: bands.
+        masked: whether any band has a mask other than "all valid" (nodata, a
+            per-dataset mask or alpha; checking costs as much as a small read).
+    """
+
+    left: float
+    top: float
+    res: tuple[float, float]
+    height: int
+    width: int
+    count: int
+    masked: bool
+
+    @classmethod
+    def of(cls, handle: rasterio.io.DatasetReader | WarpedVRT) -> RasterLayout:
+        """The layout of an open raster."""
+        t = handle.transform
+        return cls(
+            t.c, t.f, (t.a, -t.e), handle.height, handle.width, handle.count, has_mask(handle)
+        )
+
+
 def read_on_grid(
     handle: rasterio.io.DatasetReader | WarpedVRT,
+    layout: RasterLayout,
     bounds: tuple[float, float, float, float],
     shape: tuple[int, int],
-    indexes: Sequence[int] | None = None,
-) -> np.ma.MaskedArray:
-    """Read the window of ``bounds`` (on the handle's pixel grid) in one call.
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Read every band in the window of ``bounds`` (on the raster's pixel grid) in one call.
 
     Args:
         handle: a file or VRT whose pixels are aligned with ``bounds``.
-        bounds: ``(left, bottom, right, top)`` in the handle's CRS.
+        layout: its layout.
+        bounds: ``(left, bottom, right, top)`` in the raster's CRS.
         shape: (h, w) of the output.
-        indexes: 1-based bands to read (default: all).
+        out: (c, h, w) float32 array to read into (default: a new one).
 
     Returns:
-        (c, h, w) masked array: masked where the file has no data or does not reach.
+        (c, h, w) float32, NaN where the raster has no data (its nodata value, its
+        mask) or does not reach.
     """
-    transform = handle.transform
-    col0 = round((bounds[0] - transform.c) / transform.a)
-    row0 = round((transform.f - bounds[3]) / -transform.e)
+    col0 = round((bounds[0] - layout.left) / layout.res[0])
+    row0 = round((layout.top - bounds[3]) / layout.res[1])
     h, w = shape
-    count = len(indexes) if indexes is not None else handle.count
-    out = np.ma.masked_all((count, h, w), dtype=np.float32)
-    r0, r1 = max(row0, 0), min(row0 + h, handle.height)
-    c0, c1 = max(col0, 0), min(col0 + w, handle.width)
+    if out is None:
+        out = np.empty((layout.count, h, w), dtype=np.float32)
+    r0, r1 = max(row0, 0), min(row0 + h, layout.height)
+    c0, c1 = max(col0, 0), min(col0 + w, layout.width)
     if r0 >= r1 or c0 >= c1:
+        out.fill(np.nan)
         return out
-    data = handle.read(
-        list(indexes) if indexes is not None else None,
-        window=Window(c0, r0, c1 - c0, r1 - r0),
-        masked=True,
-    )
-    out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = data.astype(np.float32)
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    inside = (r0, r1, c0, c1) == (row0, row0 + h, col0, col0 + w)
+    if inside:
+        data = handle.read(window=window, out=out)
+    else:
+        out.fill(np.nan)
+        data = handle.read(window=window, out_dtype=np.float32)
+    if layout.masked:  # a mask band (nodata value, per-dataset mask or alpha)
+        data[handle.read_masks(window=window) == 0] = np.nan
+    if not inside:
+        out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = data
     return out
+
+
+def has_mask(handle: rasterio.io.DatasetReader | WarpedVRT) -> bool:
+    """Whether any band of an open raster has a mask other than "all valid"."""
+    return any(MaskFlags.all_valid not in flags for flags in handle.mask_flag_enums)
 
 
 class GeoTiffRasterDataset(RasterDataset):
@@ -340,6 +387,7 @@ class GeoTiffRasterDataset(RasterDataset):
         self._resampling = Resampling[resampling] if is_image else Resampling.nearest
         self.handles = Handles(_GridOpener(grid, self._resampling, nodata))
         self._checked: dict[str, int] = {}
+        self._layouts: dict[str, RasterLayout] = {}  # per file, looked up on first read
         super().__init__(
             paths=[str(f) for f in files],
             crs=pyproj.CRS.from_user_input(grid.crs.to_wkt()),
@@ -448,6 +496,8 @@ class GeoTiffRasterDataset(RasterDataset):
     def read_latest(self, bounds: tuple[float, float, float, float]) -> np.ndarray:
         """(C, h, w): every file under ``bounds`` painted newest first (static last)."""
         hits = sorted(self._hits(bounds), key=lambda p: self.day_of[p] or date.min, reverse=True)
+        if len(hits) == 1 and self.band_of[hits[0]] is None:
+            return self._read(hits[0], bounds, self._shape(bounds))
         return self._mosaic(hits, bounds, self._shape(bounds))
 
     def read(
@@ -464,18 +514,34 @@ class GeoTiffRasterDataset(RasterDataset):
             band missing on a date, nodata, outside the files).
         """
         shape = self._shape(bounds)
-        frames = np.full((len(days), len(self.file_bands), *shape), np.nan, dtype=np.float32)
-        hits = self._hits(bounds)
+        frames = np.empty((len(days), len(self.file_bands), *shape), dtype=np.float32)
         by_day: dict[date | None, list[str]] = {}
-        for path in hits:
+        for path in self._hits(bounds):
             by_day.setdefault(self.day_of[path], []).append(path)
         static = self._mosaic(by_day.pop(None), bounds, shape) if None in by_day else None
         for t, day in enumerate(days):
-            if day in by_day:
-                frames[t] = self._mosaic(by_day[day], bounds, shape)
+            paths = by_day.get(day, [])
+            if len(paths) == 1 and self.band_of[paths[0]] is None:
+                self._read(paths[0], bounds, shape, frames[t])  # straight into the frame
+            else:
+                frames[t] = self._mosaic(paths, bounds, shape)
             if static is not None:
-                frames[t] = np.where(np.isnan(frames[t]), static, frames[t])
+                np.copyto(frames[t], static, where=np.isnan(frames[t]))
         return frames
+
+    def _read(
+        self,
+        path: str,
+        bounds: tuple[float, float, float, float],
+        shape: tuple[int, int],
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(c, h, w): one file's window (its layout looked up once per file)."""
+        handle = self.handles.get(path)
+        layout = self._layouts.get(path)
+        if layout is None:
+            layout = self._layouts[path] = RasterLayout.of(handle)
+        return read_on_grid(handle, layout, bounds, shape, out)
 
     def _mosaic(
         self,
@@ -484,17 +550,12 @@ class GeoTiffRasterDataset(RasterDataset):
         shape: tuple[int, int],
     ) -> np.ndarray:
         """(C, h, w): the files painted in order where they have data (all bands in one read)."""
-        out: np.ndarray | None = None
+        out = np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
         for path in paths:
-            values = read_on_grid(self.handles.get(path), bounds, shape).filled(np.nan)
+            values = self._read(path, bounds, shape)
             band = self.band_of[path]
-            if band is not None:
-                single = np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
-                single[self.file_bands.index(band)] = values[0]
-                values = single
-            out = values if out is None else np.where(np.isnan(out), values, out)
-        if out is None:
-            return np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
+            target = out if band is None else out[self.file_bands.index(band) :][:1]
+            np.copyto(target, values, where=np.isnan(target))
         return out
 
     def __getitem__(self, index: GeoSlice) -> dict[str, Any]:

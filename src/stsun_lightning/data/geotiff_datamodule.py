@@ -7,6 +7,7 @@ validation and test patches come from disjoint spatial blocks, so nothing leaks.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from functools import reduce
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+import torch
 from torch.utils.data import Dataset
 from torchgeo.datasets import IntersectionDataset
 
@@ -34,6 +36,7 @@ from stsun_lightning.data.scenes import (
     days_since_epoch,
     label_lookup,
     label_target,
+    target_tensor,
     window_batch,
 )
 from stsun_lightning.data.sources import SourceInfo
@@ -72,11 +75,15 @@ class GeoTiffSeries:
         self.inputs, self.labels, self.days, self.grid = inputs, labels, days, grid
         self.metadata = [spec.sensor.metadata(spec.bands) for spec, _ in inputs.values()]
         self.dates = [days_since_epoch(d) for d in days]
+        # Per input: (C, 1, 1) factor and offset of ``value * factor + offset``, the
+        # normalisation ``(value * scale - mean) / std`` folded into one multiply-add.
         self._normalisation = {
             name: (
-                np.float32(spec.scale),
-                np.asarray(statistics.mean[name], np.float32)[:, None, None],
-                np.asarray(statistics.std[name], np.float32)[:, None, None],
+                (spec.scale / np.asarray(statistics.std[name], np.float32))[:, None, None],
+                (
+                    -np.asarray(statistics.mean[name], np.float32)
+                    / np.asarray(statistics.std[name], np.float32)
+                )[:, None, None],
             )
             for name, (spec, _) in inputs.items()
         }
@@ -92,12 +99,17 @@ class GeoTiffSeries:
         """
         parts = []
         for name, (_, dataset) in self.inputs.items():
-            scale, mean, std = self._normalisation[name]
-            parts.append((dataset.read(bounds, self.days) * scale - mean) / std)
-        image = np.concatenate(parts, 1)
-        finite = np.isfinite(image)
-        valid = finite.any((0, 1))
-        time_mask = finite.any((1, 2, 3))
+            factor, offset = self._normalisation[name]
+            frames = dataset.read(bounds, self.days)
+            np.multiply(frames, factor, out=frames)
+            np.add(frames, offset, out=frames)
+            parts.append(frames)
+        image = parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
+        missing = np.isnan(image)  # inf stays finite-masked by the model; NaN marks no data
+        t, c = image.shape[:2]
+        per_pixel = missing.reshape(t * c, -1).all(0).reshape(image.shape[2:])
+        valid = ~per_pixel
+        time_mask = ~missing.reshape(t, -1).all(1)
         if not time_mask.any():
             time_mask[:] = True  # nothing here at all: every pixel is masked instead
         return image, valid, time_mask
@@ -145,6 +157,7 @@ class GeoTiffPatchDataset(Dataset[Batch]):
         centre = shapely.box(*self.bounds(0)).centroid if corners else None
         latitude = centre.y if centre is not None and series.grid.crs.is_geographic else 0.0
         self.gsd_m = gsd_metres(series.grid.crs, series.grid.res[0], latitude)
+        self._template: Batch | None = None  # an item with every frame real
 
     def __len__(self) -> int:
         return len(self.corners)
@@ -163,7 +176,15 @@ class GeoTiffPatchDataset(Dataset[Batch]):
             target[..., ~valid] = -1 if self.lut is not None else np.nan
         if self.augment:
             image, valid, target = augment_patch((self.seed, 7, index), image, valid, target)
-        return window_batch(
+        if self._template is not None and time_mask.all():
+            # Only the window's arrays differ from the template (metadata, dates, rows).
+            return dataclasses.replace(
+                self._template,
+                image=torch.from_numpy(image)[None],
+                valid_mask=torch.from_numpy(valid)[None],
+                target=target_tensor(target, self.source.is_classification),
+            )
+        batch = window_batch(
             self.series.metadata,
             self.gsd_m,
             self.series.dates,
@@ -177,6 +198,9 @@ class GeoTiffPatchDataset(Dataset[Batch]):
             target,
             time_mask,
         )
+        if time_mask.all():
+            self._template = batch
+        return batch
 
     def _target(self, bounds: tuple[float, float, float, float]) -> np.ndarray | None:
         """(To, h, w) classes (-1 = ignore) or (To, V, h, w) values (NaN = ignore)."""

@@ -40,6 +40,7 @@ __all__ = [
     "label_lookup",
     "label_target",
     "scene_batch",
+    "target_tensor",
     "window_batch",
 ]
 
@@ -330,14 +331,19 @@ def label_target(
     """
     if lut is None:
         return np.where(np.isin(raw, ignore_values), np.nan, raw).astype(np.float32)
-    target = np.full(raw.shape, -1, dtype=np.int64)
-    for value in np.unique(raw):
-        if int(value) not in lut:
-            raise ValueError(
-                f"Label value {int(value)} in {path} is not a declared class of source "
-                f"{source!r} (declared values: {sorted(lut)}); declare it or add it to ignore_values."
-            )
-        target[raw == value] = lut[int(value)]
+    values = np.asarray(raw).astype(np.int64, copy=False)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    lookup = np.full(high - low + 1, -2, dtype=np.int64)  # -2: undeclared
+    for value, index in lut.items():
+        if low <= value <= high:
+            lookup[value - low] = index
+    target = lookup[values - low]
+    if bool((target == -2).any()):
+        value = int(values[target == -2][0])
+        raise ValueError(
+            f"Label value {value} in {path} is not a declared class of source "
+            f"{source!r} (declared values: {sorted(lut)}); declare it or add it to ignore_values."
+        )
     return target
 
 
@@ -452,16 +458,25 @@ def window_batch(
         outputs=torch.tensor([slots]),
         source=[source],
     )
-    if target is not None and target.ndim == 2:
-        target = target[None]  # (To = 1, h', w')
     if classification:
         fields["categories"] = torch.tensor([rows])
         fields["category_mask"] = torch.ones(1, len(rows), dtype=torch.bool)
-        if target is not None:
-            fields["target"] = torch.from_numpy(target)[None]
     else:
         fields["variables"] = torch.tensor([rows])
-        if target is not None:
-            values = target[:, None] if target.ndim == 3 else target  # (To, V, h', w')
-            fields["target"] = torch.from_numpy(values)[None]
+    fields["target"] = target_tensor(target, classification)
     return Batch(**fields)
+
+
+def target_tensor(target: np.ndarray | None, classification: bool) -> Tensor | None:
+    """A one-item batch's target from a window's labels (see :func:`window_batch`).
+
+    Returns:
+        (1, To, h', w') classes or (1, To, V, h', w') values, or None.
+    """
+    if target is None:
+        return None
+    if target.ndim == 2:
+        target = target[None]  # (To = 1, h', w')
+    if not classification and target.ndim == 3:
+        target = target[:, None]  # (To, V = 1, h', w')
+    return torch.from_numpy(target)[None]
