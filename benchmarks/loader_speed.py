@@ -18,7 +18,7 @@ Each figure is a ratio against ``raw`` at equal workers and patch size, the medi
 the round-robin repetitions; memory is each worker's private memory (USS) after the
 run.
 
-    python benchmarks/loader_speed.py            # full: 2048 px files, 3 repetitions
+    python benchmarks/loader_speed.py            # full: 1024 px files, 3 repetitions
     python benchmarks/loader_speed.py --quick    # CI: 512 px files, 1 repetition
 """
 
@@ -179,17 +179,31 @@ def private_mib(pid: int) -> float:
     return total / 1024
 
 
-def run(loader: DataLoader) -> tuple[float, list[float]]:
-    """Patches per second over one pass (after the first batch), and worker memory."""
+def children() -> set[int]:
+    """Process ids of this process's children (DataLoader workers)."""
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            pids.update(int(p) for p in f.read().split())
+    return pids
+
+
+def run(loader: DataLoader, workers: dict[int, set[int]]) -> tuple[float, list[float]]:
+    """Patches per second over one pass (after the first batch), and worker memory.
+
+    ``workers`` maps each loader (by id) to its worker processes, found as the children
+    that appear during its first pass (workers are persistent).
+    """
+    before = children()
     iterator = iter(loader)
-    first = next(iterator)
+    next(iterator)
     patches = 0
     start = time.perf_counter()
     for batch in iterator:
         patches += len(batch.source) if hasattr(batch, "source") else batch["image"].shape[0]
     elapsed = time.perf_counter() - start
-    del first
-    memory = [private_mib(w.pid) for w in getattr(iterator, "_workers", [])]
+    mine = workers.setdefault(id(loader), children() - before)
+    memory = [private_mib(pid) for pid in sorted(mine)]
     return patches / max(elapsed, 1e-9), memory
 
 
@@ -199,14 +213,15 @@ def measure(
     """Round-robin repetitions of the three loaders; medians and ratios against raw."""
     rasterio.env.set_gdal_config("GDAL_CACHEMAX", cache_mib * 2**20)
     built = loaders(folder, patch, count, workers, cache_mib)
+    workers: dict[int, set[int]] = {}
     if regime == "cached":  # warm GDAL's block cache (in each worker: persistent)
         for loader in built.values():
-            run(loader)
+            run(loader, workers)
     speeds: dict[str, list[float]] = {name: [] for name in built}
     memory: dict[str, list[float]] = {}
     for _ in range(reps):
         for name, loader in built.items():
-            rate, mib = run(loader)
+            rate, mib = run(loader, workers)
             speeds[name].append(rate)
             memory[name] = mib
     raw = statistics.median(speeds["raw"])
@@ -275,8 +290,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small files, one repetition")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    size, reps = (512, 1) if args.quick else (2048, 3)
-    counts = {64: 96, 256: 24} if args.quick else {64: 480, 256: 96}
+    size, reps = (512, 1) if args.quick else (1024, 3)
+    counts = {64: 96, 256: 24} if args.quick else {64: 240, 256: 48}
     worker_counts = (0, 2)
     report: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",

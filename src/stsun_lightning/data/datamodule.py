@@ -21,7 +21,7 @@ from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from stsun_lightning.data.batch import Batch, collate_batches
-from stsun_lightning.data.sampling import SourceBatchSampler
+from stsun_lightning.data.sampling import ResumableDataLoader, SourceBatchSampler
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 
 __all__ = ["BatchFormat", "StsunDataModule", "torchgeo_batch", "torchgeo_collate"]
@@ -147,7 +147,7 @@ class StsunDataModule(LightningDataModule, ABC):
             seed=self.seed,
             shuffle=shuffle,
         )
-        return DataLoader(
+        return ResumableDataLoader(
             ConcatDataset(datasets),
             batch_sampler=sampler,
             collate_fn=torchgeo_collate if self.batch_format == "torchgeo" else collate_batches,

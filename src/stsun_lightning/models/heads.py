@@ -3,6 +3,11 @@
 A category's logit depends only on the pixel feature and that category's own row, so
 it does not depend on which other categories were asked for, and any subset or merge
 of the vocabulary needs no new parameters.
+
+Both heads run in float32 under mixed precision: a cosine in bfloat16 has about three
+significant digits, and the learnt scale (10 and more) multiplies that error into the
+logits; regression values need more than bfloat16's 8-bit mantissa too. The features
+they read are narrow (``decoder_dim`` channels), so the float32 copy is cheap.
 """
 
 from __future__ import annotations
@@ -49,11 +54,14 @@ class CategoryHead(nn.Module):
         Returns:
             (B, To, K, H, W) logits; unrequested rows hold :data:`MASKED_LOGIT`.
         """
-        embed, bias = category_rows[..., :-1], category_rows[..., -1]
-        e = F.normalize(self.proj(embed), dim=-1).to(features.dtype)  # (B, K, De)
-        dots = torch.einsum("bodhw,bkd->bokhw", features, e)
-        norm = torch.linalg.vector_norm(features, dim=2, keepdim=True).clamp(min=1e-6)
-        logits = dots * (self.log_scale.exp() / norm) + bias[:, None, :, None, None]
+        with torch.autocast(features.device.type, enabled=False):
+            features = _float32(features)
+            category_rows = _float32(category_rows)
+            embed, bias = category_rows[..., :-1], category_rows[..., -1]
+            e = F.normalize(self.proj(embed), dim=-1)  # (B, K, De)
+            dots = torch.einsum("bodhw,bkd->bokhw", features, e)
+            norm = torch.linalg.vector_norm(features, dim=2, keepdim=True).clamp(min=1e-6)
+            logits = dots * (self.log_scale.exp() / norm) + bias[:, None, :, None, None]
         mask = category_mask if category_mask.dim() == 3 else category_mask[:, None, :]
         return logits.masked_fill(~mask[..., None, None], MASKED_LOGIT)
 
@@ -84,6 +92,13 @@ class ValueHead(nn.Module):
         Returns:
             (B, To, V, H, W).
         """
-        weight = self.weight(queries).to(features.dtype)  # (B, V, De)
-        bias = self.bias(queries).to(features.dtype)[..., 0]  # (B, V)
-        return torch.einsum("bodhw,bvd->bovhw", features, weight) + bias[:, None, :, None, None]
+        with torch.autocast(features.device.type, enabled=False):
+            features, queries = _float32(features), _float32(queries)
+            weight = self.weight(queries)  # (B, V, De)
+            bias = self.bias(queries)[..., 0]  # (B, V)
+            return torch.einsum("bodhw,bvd->bovhw", features, weight) + bias[:, None, :, None, None]
+
+
+def _float32(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is in a narrower float type (mixed precision), else as is."""
+    return x.float() if x.is_floating_point() and x.element_size() < 4 else x

@@ -56,6 +56,8 @@ class Stsun(nn.Module):
         tasks: task vocabulary, in row order.
         categories: category vocabulary, in row order.
         variables: regression-variable vocabulary, in row order.
+        activation_checkpointing: recompute the trunk blocks' activations in the backward
+            pass instead of keeping them (:meth:`set_activation_checkpointing`).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Stsun(nn.Module):
         tasks: Sequence[str] = DEFAULT_TASKS,
         categories: Sequence[str] = (),
         variables: Sequence[str] = (),
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -106,6 +109,17 @@ class Stsun(nn.Module):
         self.value_head = ValueHead(decoder_dim, band_dim)
         with torch.no_grad():  # biases start at zero: no class is favoured before training
             self.category_embedding.weight[:, -1].zero_()
+        self.set_activation_checkpointing(activation_checkpointing)
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute (or keep) the activations of every trunk block in training.
+
+        Only each block's input is kept through the forward pass; the backward pass runs
+        the block again. Activation memory of the trunk falls to one block's, for about
+        one more forward pass of the trunk. Weights and results are unchanged.
+        """
+        self.date_trunk.activation_checkpointing = enabled
+        self.slot_trunk.activation_checkpointing = enabled
 
     @property
     def tasks(self) -> list[str]:

@@ -73,11 +73,12 @@ def slot_anchor_weights(outputs: Tensor, time_mask: Tensor) -> tuple[Tensor, Ten
     t = time_mask.shape[1]
     kind = outputs[..., 0].round().long()
     ref_a = outputs[..., 1].round().long().clamp(0, t - 1)
+    # int(): torch.compile reads ``tensor == IntEnum`` as a Python bool.
     ref_b = torch.where(
-        kind == OutputKind.CHANGE, outputs[..., 2].round().long().clamp(0, t - 1), ref_a
+        kind == int(OutputKind.CHANGE), outputs[..., 2].round().long().clamp(0, t - 1), ref_a
     )
     mean = time_mask.float() / time_mask.float().sum(-1, keepdim=True).clamp(min=1)  # (B, T)
-    aggregate = (kind == OutputKind.AGGREGATE)[..., None]
+    aggregate = (kind == int(OutputKind.AGGREGATE))[..., None]
     weights_a = torch.where(aggregate, mean[:, None], F.one_hot(ref_a, t).float())
     weights_b = torch.where(aggregate, mean[:, None], F.one_hot(ref_b, t).float())
     return weights_a, weights_b
@@ -135,7 +136,8 @@ class OutputSlots(nn.Module):
         slots = (
             self.start(torch.cat([start_a, start_b - start_a], -1)) + self.kind(kind)[:, None]
         )  # (B, L, To, D)
-        anchored = ((weights_a > 0) | (weights_b > 0)) & (kind != OutputKind.AGGREGATE)[..., None]
+        not_aggregate = (kind != int(OutputKind.AGGREGATE))[..., None]
+        anchored = ((weights_a > 0) | (weights_b > 0)) & not_aggregate
         keys = time_mask[:, None, :] & ~anchored  # (B, To, T)
         if bool(keys.any()):
             context = self.norm_context(tokens.transpose(1, 2))  # (B, L, T, D)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, allow_some_key
 from stsun_lightning.models.spatial import merge_windows, partition_windows
@@ -133,6 +134,8 @@ class SpaceTimeTrunk(nn.Module):
         window: window side (tokens) for windowed spatial attention.
         max_global_tokens: above this many tokens per frame, spatial attention is windowed.
         first_block: index of the first block in the whole network (sets the shift parity).
+        activation_checkpointing: in training, keep only each block's input and recompute
+            its activations in the backward pass (see :attr:`activation_checkpointing`).
     """
 
     def __init__(
@@ -144,8 +147,10 @@ class SpaceTimeTrunk(nn.Module):
         window: int = 16,
         max_global_tokens: int = 1024,
         first_block: int = 0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         self.window = window
         self.max_global_tokens = max_global_tokens
         self.blocks = nn.ModuleList(
@@ -159,6 +164,10 @@ class SpaceTimeTrunk(nn.Module):
 
     def forward(self, x: Tensor, task_embedding: Tensor, layout: TokenLayout) -> Tensor:
         """(B, T, L, D) -> (B, T, L, D)."""
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, task_embedding, layout)
+            if recompute:
+                x = checkpoint(block, x, task_embedding, layout, use_reentrant=False)
+            else:
+                x = block(x, task_embedding, layout)
         return x

@@ -1,17 +1,28 @@
-"""The LightningModule: routes each batch by its task to the right loss and metrics."""
+"""The LightningModule: routes each batch by its task to the right loss and metrics.
+
+Under DDP each rank sees batches of other sources, so the keys a rank logs differ from
+its neighbours'. Nothing here synchronises per step: evaluation losses and metrics are
+accumulated per source and reduced across ranks once, at the end of the epoch, for every
+source that any rank saw; training losses are logged as each rank sees them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
+import random
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from stsun_lightning.data.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
@@ -51,6 +62,10 @@ class StsunTask(LightningModule):
         balance_momentum: momentum of the running mean of each task's loss.
         max_nonfinite_losses: NaN/inf losses tolerated (each step skipped) before stopping.
         panel_every_n_epochs: log image panels every this many validation epochs (0 = never).
+        activation_checkpointing: recompute the trunk blocks' activations in the backward
+            pass instead of keeping them (less memory, more compute; see docs/cluster.md).
+        compile_model: compile the network with ``torch.compile`` (``nn.Module.compile``:
+            the state dict keeps its keys).
     """
 
     def __init__(
@@ -66,6 +81,8 @@ class StsunTask(LightningModule):
         balance_momentum: float = 0.98,
         max_nonfinite_losses: int = 10,
         panel_every_n_epochs: int = 5,
+        activation_checkpointing: bool = False,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,11 +91,18 @@ class StsunTask(LightningModule):
         # differ once a checkpoint trained on other sources is loaded (see ``forward``).
         self.data_vocabularies = build_vocabularies(self.sources.values())
         self.model = create_model(model, **self.data_vocabularies, **(model_overrides or {}))
+        self.model.set_activation_checkpointing(activation_checkpointing)
+        if compile_model:
+            self.model.compile()
         self._row_maps: dict[str, tuple[tuple[str, ...], Tensor | None]] = {}
         self.val_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
         self.test_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
         self.loss_scale: dict[str, float] = {}
         self.nonfinite_losses = 0
+        # Per stage and source: (sum of batch loss × batch size, sum of batch sizes).
+        self._eval_losses: dict[str, dict[str, tuple[Tensor, Tensor]]] = {"val": {}, "test": {}}
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._loader_states_to_restore: list[dict[str, Any]] = []
 
     def forward(self, batch: Batch) -> StsunOutput:
         """Run the network on a batch whose rows follow this datamodule's vocabularies."""
@@ -151,9 +175,12 @@ class StsunTask(LightningModule):
     def _loss(output: StsunOutput, batch: Batch) -> Tensor:
         if batch.target is None:
             raise ValueError(f"Batch from source {batch.source[0]!r} has no target to train on.")
-        if output.logits is not None:
-            return category_loss(output.logits, batch.target)
-        return value_loss(output.values, batch.target)
+        prediction = output.logits if output.logits is not None else output.values
+        # In float32 under mixed precision: autocast would run some reductions in half.
+        with torch.autocast(prediction.device.type, enabled=False):
+            if output.logits is not None:
+                return category_loss(output.logits, batch.target)
+            return value_loss(output.values, batch.target)
 
     def _balanced(self, loss: Tensor, task: str) -> Tensor:
         if self.hparams.loss_balance == "none":
@@ -174,7 +201,26 @@ class StsunTask(LightningModule):
         size = batch.batch_size
         self.log(f"train/{source.name}/loss", loss, batch_size=size)
         self.log("train/loss", balanced, batch_size=size, prog_bar=True)
+        if self._needs_zero_term():
+            # Batches of other tasks (or of one date) leave parts of the network unused,
+            # which DDP without ``find_unused_parameters`` refuses; a zero-weighted term
+            # gives every parameter a gradient instead (see docs/cluster.md).
+            balanced = balanced + self._zero_through_every_parameter()
         return balanced
+
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _needs_zero_term(self) -> bool:
+        """Under several processes, unless DDP already finds the unused parameters."""
+        if not self._distributed():
+            return False
+        wrapper = self.trainer.strategy.model
+        return not (isinstance(wrapper, DistributedDataParallel) and wrapper.find_unused_parameters)
+
+    def _zero_through_every_parameter(self) -> Tensor:
+        """0, with a (zero) gradient for every trainable parameter."""
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     def _skip_nonfinite(self, loss: Tensor, source: SourceInfo) -> Tensor:
         self.nonfinite_losses += 1
@@ -194,7 +240,7 @@ class StsunTask(LightningModule):
             limit,
         )
         # A zero that reaches every parameter: all DDP ranks still take part in the step.
-        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return self._zero_through_every_parameter()
 
     def _evaluate(
         self, batch: Batch, stage: str, metrics: nn.ModuleDict
@@ -204,11 +250,11 @@ class StsunTask(LightningModule):
         loss = self._loss(output, batch)
         prediction = output.logits if output.logits is not None else output.values
         metrics[source.name].update(prediction, batch.target)
-        self.log(
-            f"{stage}/{source.name}/loss",
-            loss,
-            batch_size=batch.batch_size,
-            add_dataloader_idx=False,
+        size = torch.tensor(float(batch.batch_size), dtype=torch.float64, device=loss.device)
+        total, count = self._eval_losses[stage].get(source.name, (0.0, 0.0))
+        self._eval_losses[stage][source.name] = (
+            total + loss.detach().double() * size,
+            count + size,
         )
         return output, loss
 
@@ -229,12 +275,41 @@ class StsunTask(LightningModule):
         return self(batch)
 
     def _log_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
+        """Log ``<stage>/<source>/loss`` and the metrics of every source any rank saw.
+
+        One all-reduce gathers which sources each rank saw and their loss sums; the
+        metrics' own states are then reduced by torchmetrics on every rank, including
+        ranks that saw none of the source (or the collective would wait for them).
+        """
+        losses = self._eval_losses[stage]
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        rows = []
         for name, source_metrics in metrics.items():
-            if not source_metrics.updated:
+            total, count = losses.get(name, (zero, zero))
+            seen = torch.ones_like(zero) if source_metrics.updated else zero
+            rows.append(torch.stack([seen, torch.as_tensor(total), torch.as_tensor(count)]))
+        if not rows:
+            return
+        table = torch.stack(rows).to(self.device)
+        if self._distributed():
+            table = self.trainer.strategy.reduce(table, reduce_op="sum")
+        for (name, source_metrics), (seen, total, count) in zip(
+            metrics.items(), table.tolist(), strict=True
+        ):
+            if not seen:
                 continue
-            for metric, value in source_metrics.compute().items():
-                self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)
+            with warnings.catch_warnings():
+                # A rank that saw no batch of this source still joins the reduction.
+                warnings.filterwarnings("ignore", message=".*was called before the ``update``")
+                # The values are reduced already: Lightning's advice to sync them is moot.
+                warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+                values = source_metrics.compute()
+                if count > 0:
+                    self.log(f"{stage}/{name}/loss", total / count, sync_dist=False)
+                for metric, value in values.items():
+                    self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)
             source_metrics.reset()
+        self._eval_losses[stage] = {}
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/<source>/<metric>`` for every source seen."""
@@ -297,8 +372,13 @@ class StsunTask(LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the loss balance's running means and the format version with the weights."""
+        """Keep the loss balance, the random state and the format version with the weights.
+
+        The random state is the writing rank's (rank 0); Lightning itself saves the
+        optimiser, the scheduler, the loops' progress and the training loader's position.
+        """
         checkpoint["loss_scale"] = dict(self.loss_scale)
+        checkpoint["rng_states"] = _rng_states()
         checkpoint["stsun_checkpoint_format"] = CHECKPOINT_FORMAT
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
@@ -318,6 +398,32 @@ class StsunTask(LightningModule):
             )
         self._check_shapes(checkpoint)
         self.loss_scale = dict(checkpoint.get("loss_scale", {}))
+        self._rng_to_restore = checkpoint.get("rng_states")
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._loader_states_to_restore = list(
+            fit_loop.get("state_dict", {}).get("combined_loader", [])
+        )
+
+    def on_train_start(self) -> None:
+        """Restore a resumed run's random state and its place in the training epoch.
+
+        Here rather than on load: Lightning draws from the generators while it builds the
+        training loader's iterator, which the interrupted run had done before saving; and
+        it restores the loader's place itself only when it sets up the training data
+        after restoring the loops, not when ``configure_optimizers`` has already asked for
+        ``estimated_stepping_batches`` (see
+        :class:`~stsun_lightning.data.sampling.ResumableDataLoader`).
+        """
+        if self._rng_to_restore is not None:
+            _set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+        states, self._loader_states_to_restore = self._loader_states_to_restore, []
+        if states:
+            loaders = CombinedLoader(self.trainer.train_dataloader).flattened
+            stateful = [d for d in loaders if callable(getattr(d, "load_state_dict", None))]
+            if len(stateful) == len(states):
+                for loader, state in zip(stateful, states, strict=True):
+                    loader.load_state_dict(state)
 
     def _check_shapes(self, checkpoint: Mapping[str, Any]) -> None:
         """Name the parameters whose shapes differ (vocabulary tables may differ in rows)."""
@@ -346,3 +452,34 @@ class StsunTask(LightningModule):
                 + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
                 + ". Build the task with the checkpoint's preset and overrides."
             )
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global random generators' states (Python, NumPy, torch CPU and CUDA).
+
+    In types that ``torch.load(weights_only=True)`` (Lightning's default) accepts: NumPy's
+    key array becomes a tensor.
+    """
+    name, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch_cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    """Set the generators saved by :func:`_rng_states` (those present)."""
+    if "python" in states:
+        random.setstate(states["python"])
+    if "numpy" in states:
+        name, keys, position, has_gauss, gauss = states["numpy"]
+        keys = np.asarray(keys.numpy() if isinstance(keys, Tensor) else keys).astype(np.uint32)
+        np.random.set_state((name, keys, position, has_gauss, gauss))
+    if "torch" in states:
+        torch.set_rng_state(states["torch"].cpu())
+    if "torch_cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["torch_cuda"].cpu())
