@@ -213,15 +213,15 @@ def measure(
     """Round-robin repetitions of the three loaders; medians and ratios against raw."""
     rasterio.env.set_gdal_config("GDAL_CACHEMAX", cache_mib * 2**20)
     built = loaders(folder, patch, count, workers, cache_mib)
-    workers: dict[int, set[int]] = {}
+    worker_pids: dict[int, set[int]] = {}
     if regime == "cached":  # warm GDAL's block cache (in each worker: persistent)
         for loader in built.values():
-            run(loader, workers)
+            run(loader, worker_pids)
     speeds: dict[str, list[float]] = {name: [] for name in built}
     memory: dict[str, list[float]] = {}
     for _ in range(reps):
         for name, loader in built.items():
-            rate, mib = run(loader, workers)
+            rate, mib = run(loader, worker_pids)
             speeds[name].append(rate)
             memory[name] = mib
     raw = statistics.median(speeds["raw"])
