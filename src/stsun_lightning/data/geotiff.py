@@ -323,16 +323,18 @@ def read_on_grid(
         out.fill(np.nan)
         return out
     window = Window(c0, r0, c1 - c0, r1 - r0)
-    inside = (r0, r1, c0, c1) == (row0, row0 + h, col0, col0 + w)
-    if inside:
-        data = handle.read(window=window, out=out)
+    # Reading the stored type and casting in numpy was measured faster than asking GDAL
+    # for float32 (0.17 against 0.25 ms for a 13-band 64² window).
+    data = handle.read(window=window)
+    if (r0, r1, c0, c1) == (row0, row0 + h, col0, col0 + w):
+        np.copyto(out, data, casting="unsafe")
+        part = out
     else:
         out.fill(np.nan)
-        data = handle.read(window=window, out_dtype=np.float32)
+        part = out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+        np.copyto(part, data, casting="unsafe")
     if layout.masked:  # a mask band (nodata value, per-dataset mask or alpha)
-        data[handle.read_masks(window=window) == 0] = np.nan
-    if not inside:
-        out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = data
+        part[handle.read_masks(window=window) == 0] = np.nan
     return out
 
 

@@ -158,6 +158,10 @@ class GeoTiffPatchDataset(Dataset[Batch]):
         latitude = centre.y if centre is not None and series.grid.crs.is_geographic else 0.0
         self.gsd_m = gsd_metres(series.grid.crs, series.grid.res[0], latitude)
         self._template: Batch | None = None  # an item with every frame real
+        labels_index = series.labels.index if series.labels is not None else None
+        self._label_path = (
+            Path(labels_index.filepath.iloc[0]) if labels_index is not None else Path()
+        )  # named in label errors
 
     def __len__(self) -> int:
         return len(self.corners)
@@ -211,7 +215,7 @@ class GeoTiffPatchDataset(Dataset[Batch]):
             raw = dataset.read(bounds, self.series.days)  # (T, V, h, w)
         else:
             raw = dataset.read_latest(bounds)[None]  # (1, V, h, w)
-        path = Path(dataset.index.filepath.iloc[0])
+        path = self._label_path
         if self.lut is None:
             return label_target(raw, None, self.labels.ignore_values, path, self.source.name)
         target = np.full(raw.shape, -1, dtype=np.int64)
