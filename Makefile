@@ -47,13 +47,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# Every benchmark in sequence, then benchmarks/results/README.md (see benchmarks/README.md).
 bench: $(STAMP)
-	$(PY) benchmarks/model_speed.py
-	$(PY) benchmarks/predict_memory.py
+	$(PY) -m benchmarks
 
 bench-quick: $(STAMP)
-	$(PY) benchmarks/model_speed.py --quick
-	$(PY) benchmarks/predict_memory.py --quick
+	$(PY) -m benchmarks --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python benchmarks/world_separability.py [--root data/spectral_world]
+    python benchmarks/world_separability.py --quick   # CI: 150 steps, *_quick results
 
 For each single-date land-cover source, a small MLP (2×128, ReLU) is trained on the
 band values of single pixels of the training scenes (standardised; Sentinel-1 in dB)
@@ -87,21 +88,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", default="data/spectral_world")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=None, help="default 1500, 150 with --quick")
+    parser.add_argument("--quick", action="store_true", help="150 steps, *_quick results (CI)")
     args = parser.parse_args()
+    steps = args.steps or (150 if args.quick else 1500)
+    name = "world_separability_quick" if args.quick else "world_separability"
     root = Path(args.root)
     manifest = SpectralWorld(root, seed=0, scene_size=256, scenes_per_source=4).generate()
-    results = {s: separability(root, s, manifest, args.steps) for s in SOURCES}
+    results = {s: separability(root, s, manifest, steps) for s in SOURCES}
     report = {
         "world_version": manifest["version"],
         "seed": manifest["seed"],
-        "steps": args.steps,
+        "steps": steps,
         "sources": results,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "world_separability.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        f"# Per-pixel separability of SpectralWorld v{manifest['version']} land cover",
+        f"# Per-pixel separability of SpectralWorld v{manifest['version']} land cover"
+        + (f" (quick: {steps} steps)" if args.quick else ""),
         "",
         "Pixel MLP, no spatial context, trained on the training scenes, IoU on the validation scene.",
         "",
@@ -111,7 +116,7 @@ def main() -> None:
     for source, result in results.items():
         per_class = ", ".join(f"{k} {v:.2f}" for k, v in result["iou"].items())
         lines.append(f"| {source} | {result['miou']:.3f} | {per_class} |")
-    (RESULTS / "world_separability.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.models.spectral import IndexBandEncoder
 from stsun_lightning.models.stsun import Stsun
 
-__all__ = ["PRESETS", "create_model", "list_models"]
+__all__ = ["PRESETS", "BandEncoding", "create_model", "list_models"]
+
+BandEncoding = Literal["metadata", "index"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo.
@@ -56,11 +59,15 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
-def create_model(name: str, **overrides: Any) -> Stsun:
+def create_model(name: str, band_encoding: BandEncoding = "metadata", **overrides: Any) -> Stsun:
     """Build a preset, optionally overriding any constructor argument of :class:`Stsun`.
 
     Args:
         name: one of :func:`list_models`.
+        band_encoding: ``"metadata"`` (bands embedded from wavelength, bandwidth and
+            modality: :class:`~stsun_lightning.models.spectral.BandEncoder`) or
+            ``"index"`` (from their position in the input, the baseline of a fixed band
+            list: :class:`~stsun_lightning.models.spectral.IndexBandEncoder`).
         **overrides: e.g. ``categories=["water", "building"]``, ``tokenizer="attention"``.
 
     Returns:
@@ -68,7 +75,13 @@ def create_model(name: str, **overrides: Any) -> Stsun:
 
     Raises:
         UnknownNameError: for an unknown preset, listing the presets.
+        ValueError: for an unknown ``band_encoding``.
     """
     if name not in PRESETS:
         raise unknown_name_error("model preset", name, PRESETS)
-    return Stsun(**{**PRESETS[name], **overrides})
+    if band_encoding not in ("metadata", "index"):
+        raise ValueError(f"band_encoding must be 'metadata' or 'index', got {band_encoding!r}.")
+    model = Stsun(**{**PRESETS[name], **overrides})
+    if band_encoding == "index":
+        model.band_encoder = IndexBandEncoder(model.band_encoder.mlp[-1].out_features)
+    return model

@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from stsun_lightning.data.sensors import Modality
 from stsun_lightning.models.layers import Attention
 
-__all__ = ["BandEncoder", "SpectralTokenizer", "TokenizerMode", "band_weights"]
+__all__ = [
+    "BandEncoder",
+    "IndexBandEncoder",
+    "SpectralTokenizer",
+    "TokenizerMode",
+    "band_weights",
+]
 
 TokenizerMode = Literal["hypernetwork", "attention"]
 
@@ -88,6 +94,46 @@ class BandEncoder(nn.Module):
             ]
         features = torch.cat(feats, -1)
         return self.mlp(features) + self.modality(modality.clamp(0, len(Modality) - 1))
+
+
+class IndexBandEncoder(nn.Module):
+    """Band position -> a learned embedding: the band-index baseline of :class:`BandEncoder`.
+
+    The band in input position c gets row c of a table, whatever its metadata, as in a
+    network trained on one fixed band list. It takes the same arguments as
+    :class:`BandEncoder` so that it replaces it in :class:`~stsun_lightning.models.Stsun`
+    (``create_model(..., band_encoding="index")``), and ignores them; output bands
+    requested by metadata (band prediction) are meaningless with it.
+
+    Args:
+        dim: embedding width.
+        max_bands: rows of the table, the most bands an input may have.
+    """
+
+    def __init__(self, dim: int, max_bands: int = 32) -> None:
+        super().__init__()
+        self.table = nn.Embedding(max_bands, dim)
+
+    def forward(self, wavelength_nm: Tensor, bandwidth_nm: Tensor, modality: Tensor) -> Tensor:
+        """Embed bands by position.
+
+        Args:
+            wavelength_nm: (B, C), ignored but for its shape.
+            bandwidth_nm: (B, C), ignored.
+            modality: (B, C), ignored.
+
+        Returns:
+            (B, C, dim): row c of the table at position c.
+
+        Raises:
+            ValueError: for more bands than the table has rows.
+        """
+        b, c = wavelength_nm.shape
+        if c > self.table.num_embeddings:
+            raise ValueError(
+                f"IndexBandEncoder has {self.table.num_embeddings} band positions, got {c} bands."
+            )
+        return self.table.weight[:c].unsqueeze(0).expand(b, c, -1)
 
 
 class SpectralTokenizer(nn.Module):

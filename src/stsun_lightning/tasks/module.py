@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from stsun_lightning.data.band_dropout import drop_random_bands
 from stsun_lightning.data.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.errors import unknown_name_error
@@ -66,6 +67,11 @@ class StsunTask(LightningModule):
             pass instead of keeping them (less memory, more compute; see docs/cluster.md).
         compile_model: compile the network with ``torch.compile`` (``nn.Module.compile``:
             the state dict keeps its keys).
+        band_dropout: share of training items whose bands are thinned to a random subset
+            (:func:`~stsun_lightning.data.band_dropout.drop_random_bands`); what lets a
+            network trained on one sensor read other band sets (measured in
+            ``benchmarks/accuracy.py``, experiment 1). 0 turns it off.
+        min_bands: the fewest bands band dropout leaves an item.
     """
 
     def __init__(
@@ -83,8 +89,15 @@ class StsunTask(LightningModule):
         panel_every_n_epochs: int = 5,
         activation_checkpointing: bool = False,
         compile_model: bool = False,
+        band_dropout: float = 0.0,
+        min_bands: int = 1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= band_dropout <= 1.0 or min_bands < 1:
+            raise ValueError(
+                f"band_dropout must be in [0, 1] and min_bands at least 1, got "
+                f"band_dropout={band_dropout}, min_bands={min_bands}."
+            )
         self.save_hyperparameters()
         self.sources = {s.name: s for s in parse_sources(sources or {})}
         # What the rows of this datamodule's batches mean; the network's vocabularies may
@@ -194,6 +207,8 @@ class StsunTask(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One step on one source's batch; a non-finite loss skips the step."""
         source = self._source(batch)
+        if self.hparams.band_dropout > 0:
+            batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
         loss = self._loss(self(batch), batch)
         if not bool(torch.isfinite(loss)):
             return self._skip_nonfinite(loss, source)

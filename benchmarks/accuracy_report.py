@@ -1,0 +1,157 @@
+"""Writing the accuracy benchmark's results: JSON, a Markdown page and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "write_report"]
+
+_TITLES = {
+    "unseen_sensor": "1. Unseen sensor (trained on Sentinel-2 only)",
+    "unified": "2. Unified against specialists (equal total training steps)",
+    "new_classes": "3. New class set (frozen network, a few labelled patches)",
+    "resolution": "4. Other resolutions (trained at 10 m)",
+    "time_series": "5. Variable time series (trained on 4 to 12 dates)",
+}
+
+
+_NOTES = {
+    "unseen_sensor": "Trained on Sentinel-2 L2A land cover at 10 m; tested on other landscapes "
+    "of the same kind. Ours embeds each band from its wavelength, bandwidth and modality; "
+    "the baseline is the same network whose band c gets a learnt row c (band-index "
+    "embeddings), trained on the same batches. Both are trained with band dropout (half "
+    "of the windows keep a random subset of their bands: `StsunTask(band_dropout=0.5)`); "
+    "the rows marked (detail) give ours trained without it. Landsat-8's bands reach the "
+    "baseline in file order; removed Sentinel-2 bands reach ours dropped and the baseline "
+    "masked in place (its best case). Ratios are each network's mIoU over its own "
+    "in-sensor mIoU.",
+    "unified": "Joint: one STSUN on all seven sources for N steps; specialists: one network "
+    "per source for N / 7 steps each, STSUN or smp's U-Net (ResNet-18, dates and bands "
+    "stacked as channels). The goal compares the mean mIoU over the six class sources; "
+    "canopy height (MAE) is listed beside it.",
+    "new_classes": "The network of experiment 1, frozen. Ours learns only the category rows "
+    "of the new names (every other row, and the rest of the network, unchanged); the "
+    "baseline learns a new 1×1 classifier for all seven classes on the same frozen pixel "
+    "features, from the same patches, for the same steps.",
+    "resolution": "The network of experiment 1 (trained at 10 m only) against a U-Net trained "
+    "on the same 10 m batches; the same validation landscapes rendered at 20 m and 30 m, "
+    "labels the majority class under each coarse pixel. Ratios are each model's mIoU over "
+    "its own 10 m mIoU.",
+    "time_series": "Crop types (6 classes, separable only by their timing). Ours is trained on "
+    "random subsets of 4 to 12 dates of a pool of dates every 8 days (day 30 to 320); the "
+    "baseline, the same network, on the 8-date schedule of SpectralWorld's s2_crops. Test "
+    "series are drawn at random outside a 60-day gap.",
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "met" if value else "not met"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as a Markdown page: one table per experiment."""
+    quick = results["mode"] == "quick"
+    lines = [
+        f"# Accuracy on SpectralWorld ({results['mode']})",
+        "",
+        f"`{results['command']}`: {results['model']} trained from scratch, seed "
+        f"{results['seed']}, {results['machine']}, torch {results['torch']}, "
+        f"{results['seconds']['total'] / 60:.1f} min in all. The configuration is in "
+        f"`accuracy{'_quick' if quick else ''}.json` (`config`), beside every score.",
+        "",
+    ]
+    if not results.get("complete", True):
+        lines += ["**Partial: the run is still going; later experiments are missing.**", ""]
+    if quick:
+        lines += [
+            "**Quick mode: a few dozen training steps on tiny scenes. These numbers only show "
+            "that every experiment runs end to end; they say nothing about accuracy** (see "
+            "`accuracy.md` for the full mode).",
+            "",
+        ]
+    met = [g["met"] for g in results["goals"]]
+    lines += [f"Goals met: {sum(met)} of {len(met)}.", ""]
+    for experiment in results["experiments"]:
+        rows = [r for r in results["rows"] if r["experiment"] == experiment]
+        if not rows:
+            continue
+        if experiment in ("unified", "time_series"):
+            timing = f"Wall time of this experiment: {results['seconds'].get(experiment)} s."
+        else:
+            timing = (
+                "Wall time of the land-cover part (experiments 1, 3 and 4 together): "
+                f"{results['seconds'].get('landcover')} s."
+            )
+        lines += [
+            f"## {_TITLES[experiment]}",
+            "",
+            _NOTES[experiment],
+            "",
+            "| setting | metric | STSUN | baseline | baseline value | goal | result |",
+            "|---|---|---:|---|---:|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['setting']} | {r['metric']} | {_cell(r['value'])} | {r['baseline']} | "
+                f"{_cell(r['baseline_value'])} | {r['goal']} | {_cell(r['met'])} |"
+            )
+        lines += ["", timing, ""]
+    return "\n".join(lines)
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    """One panel per experiment: STSUN against its baseline, setting by setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    experiments = [
+        e for e in results["experiments"] if any(r["experiment"] == e for r in results["rows"])
+    ]
+    if not experiments:
+        return
+    figure, axes = plt.subplots(
+        len(experiments), 1, figsize=(9, 2.6 * len(experiments)), squeeze=False
+    )
+    for axis, experiment in zip(axes[:, 0], experiments, strict=True):
+        rows = [
+            r
+            for r in results["rows"]
+            if r["experiment"] == experiment
+            and r["baseline_value"] is not None
+            and not r["metric"].startswith("MAE")  # metres: not on a 0-1 axis
+        ]
+        labels = [r["setting"][:38] for r in rows]
+        x = range(len(rows))
+        axis.barh([i + 0.2 for i in x], [r["value"] for r in rows], 0.4, label="STSUN")
+        axis.barh([i - 0.2 for i in x], [r["baseline_value"] for r in rows], 0.4, label="baseline")
+        axis.set_yticks(list(x), labels, fontsize=7)
+        axis.invert_yaxis()
+        axis.set_title(_TITLES[experiment], fontsize=9)
+        axis.legend(fontsize=7, loc="lower right")
+        if experiment in ("unseen_sensor", "resolution", "time_series"):
+            axis.axvline(0.9, color="grey", linestyle=":", linewidth=1)
+    figure.suptitle(f"Accuracy on SpectralWorld ({results['mode']}, seed {results['seed']})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> None:
+    """Write ``accuracy[_quick].{json,md,png}`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "accuracy_quick" if results["mode"] == "quick" else "accuracy"
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    page = markdown(results)
+    (out_dir / f"{name}.md").write_text(page + "\n")
+    _plot(results, out_dir / f"{name}.png")
+    print(page)

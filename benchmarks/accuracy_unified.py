@@ -1,0 +1,256 @@
+"""Experiment 2 of the accuracy benchmarks: one joint network against one per source.
+
+On every SpectralWorld source (GeoTIFFs read by
+:class:`~stsun_lightning.data.world_datamodule.SpectralWorldDataModule`), at equal total
+training steps N:
+
+- joint: one STSUN trained for N steps on all sources (the project's ``StsunTask`` and
+  Lightning ``Trainer``: batches homogeneous per source, sources mixed by temperature,
+  losses balanced per task);
+- STSUN specialists: one STSUN per source, N / S steps each (S sources), same recipe;
+- U-Net specialists: one smp U-Net (ResNet-18) per source, N / S steps each, on the
+  source's dates and bands stacked as channels (its own input width and class count;
+  L1 for canopy height), trained by a plain loop with the same optimiser and schedule.
+
+Each is scored on the validation scenes: mIoU for class sources, MAE (m) for canopy
+height. The goal compares the mean mIoU over the class sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import Trainer
+from torch import Tensor, nn
+
+from accuracy_train import UnetBaseline, fit
+from stsun_lightning.data.batch import Batch
+from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
+from stsun_lightning.tasks.losses import value_loss
+from stsun_lightning.tasks.metrics import SourceMetrics
+from stsun_lightning.tasks.module import StsunTask
+
+__all__ = ["unified_vs_specialists"]
+
+MODEL = "stsun_tiny"
+_LEARNING_RATE = 2e-3
+
+
+def _datamodule(
+    root: Path,
+    seed: int,
+    scene_size: int,
+    scenes: int,
+    patch: int,
+    batch: int,
+    steps: int,
+    sources: list[str] | None,
+) -> SpectralWorldDataModule:
+    return SpectralWorldDataModule(
+        root=str(root),
+        seed=seed,
+        scene_size=scene_size,
+        scenes_per_source=scenes,
+        source_names=sources,
+        patch_size=patch,
+        batch_size=batch,
+        train_batches_per_epoch=steps,
+        samples_per_scene=256,
+        temperature=2.0,
+        num_workers=0,
+    )
+
+
+def _train_stsun(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> dict[str, Any]:
+    """Train one STSUN for ``steps`` steps and validate it; metrics by source."""
+    torch.manual_seed(seed)
+    task = StsunTask(
+        MODEL,
+        sources=datamodule.sources,
+        learning_rate=_LEARNING_RATE,
+        warmup_steps=50,
+        panel_every_n_epochs=10**6,
+    )
+    quiet: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer = Trainer(
+        max_epochs=1,
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        **quiet,
+    )
+    start = time.perf_counter()
+    trainer.fit(task, datamodule)
+    seconds = time.perf_counter() - start
+    (validated,) = Trainer(**quiet).validate(task, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in validated.items()}
+    per_source = {}
+    for source in datamodule.source_infos:
+        key = "miou" if source.is_classification else "mae"
+        per_source[source.name] = {key: round(metrics[f"val/{source.name}/{key}"], 4)}
+    return {"seconds": round(seconds, 1), "steps": steps, "scores": per_source}
+
+
+def _unet_loss(model: nn.Module, batch: Batch, classification: bool) -> Tensor:
+    assert batch.target is not None
+    output = model(batch.image)  # (B, K or 1, H, W)
+    if classification:
+        target = batch.target[:, 0]
+        if not bool((target >= 0).any()):
+            return output.sum() * 0.0
+        return nn.functional.cross_entropy(output, target, ignore_index=-1)
+    return value_loss(output[:, None], batch.target)
+
+
+def _train_unet(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> dict[str, Any]:
+    """Train and score one U-Net on the single source of ``datamodule``."""
+    (source,) = datamodule.source_infos
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    first = next(iter(loader))
+    _, t, c, _, _ = first.image.shape
+    torch.manual_seed(seed)
+    model = UnetBaseline(t * c, len(source.categories) if source.is_classification else 1)
+    batches = iter(loader)
+
+    def loss(_: int) -> Tensor:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        return _unet_loss(model, batch, source.is_classification)
+
+    model.train()
+    training = fit(model.named_parameters(), loss, steps, learning_rate=_LEARNING_RATE)
+    metrics = SourceMetrics(source)
+    model.eval()
+    with torch.inference_mode():
+        for batch in datamodule.val_dataloader():
+            assert batch.target is not None
+            output = model(batch.image)[:, None]  # (B, To=1, K or V=1, H, W)
+            metrics.update(output, batch.target)
+    computed = metrics.compute()
+    key = "miou" if source.is_classification else "mae"
+    return {
+        "seconds": round(training["seconds"], 1),
+        "steps": steps,
+        "scores": {source.name: {key: round(float(computed[key]), 4)}},
+    }
+
+
+def _mean_miou(scores: dict[str, dict[str, float]]) -> float:
+    values = [s["miou"] for s in scores.values() if "miou" in s]
+    return sum(values) / len(values) if values else math.nan
+
+
+def unified_vs_specialists(
+    root: Path,
+    seed: int,
+    scene_size: int,
+    scenes_per_source: int,
+    patch: int,
+    batch: int,
+    total_steps: int,
+) -> dict[str, Any]:
+    """Run experiment 2.
+
+    Args:
+        root: cache folder of the world (generated on first use).
+        seed: seed of the world, the sampling and the initialisations.
+        scene_size: side of each scene in pixels.
+        scenes_per_source: scenes per source (the last one validates).
+        patch: training patch side (a multiple of 32 for the U-Net).
+        batch: patches per batch.
+        total_steps: N, the steps of the joint network and of each family of specialists.
+
+    Returns:
+        ``{"rows", "joint", "stsun_specialists", "unet_specialists", "steps_each"}``.
+    """
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    joint_data = _datamodule(
+        root / "all", seed, scene_size, scenes_per_source, patch, batch, total_steps, None
+    )
+    names = [s.name for s in joint_data.source_infos]
+    each = max(1, total_steps // len(names))
+    joint = _train_stsun(joint_data, total_steps, seed)
+    stsun_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}}
+    unet_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}}
+    for name in names:
+        for family, train in ((stsun_specialists, _train_stsun), (unet_specialists, _train_unet)):
+            data = _datamodule(
+                root / name, seed, scene_size, scenes_per_source, patch, batch, each, [name]
+            )
+            result = train(data, each, seed)
+            family["seconds"] = round(family["seconds"] + result["seconds"], 1)
+            family["scores"].update(result["scores"])
+    joint_mean = _mean_miou(joint["scores"])
+    rows = []
+    for family, label in (
+        (stsun_specialists, "STSUN specialists"),
+        (unet_specialists, "U-Net specialists"),
+    ):
+        base = _mean_miou(family["scores"])
+        rows.append(
+            {
+                "experiment": "unified",
+                "setting": f"mean mIoU over the class sources, {total_steps} steps in all",
+                "metric": "mIoU (joint STSUN)",
+                "value": round(joint_mean, 4),
+                "baseline": f"{label} ({each} steps each)",
+                "baseline_value": round(base, 4),
+                "goal": ">= baseline",
+                "met": joint_mean >= base,
+            }
+        )
+    for name in names:
+        key = next(iter(joint["scores"][name]))
+        for family, label in (
+            (stsun_specialists, "STSUN specialist"),
+            (unet_specialists, "U-Net specialist"),
+        ):
+            rows.append(
+                {
+                    "experiment": "unified",
+                    "setting": name,
+                    "metric": "MAE (m, lower is better)" if key == "mae" else "mIoU",
+                    "value": joint["scores"][name][key],
+                    "baseline": label,
+                    "baseline_value": family["scores"][name][key],
+                    "goal": "(detail)",
+                    "met": None,
+                }
+            )
+    return {
+        "rows": rows,
+        "steps_each": each,
+        "joint": joint,
+        "stsun_specialists": stsun_specialists,
+        "unet_specialists": unet_specialists,
+        "world": {
+            "root": str(root),
+            "seed": seed,
+            "scene_size": scene_size,
+            "scenes_per_source": scenes_per_source,
+            "patch": patch,
+            "batch": batch,
+        },
+    }
