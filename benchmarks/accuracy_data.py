@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from stsun_lightning.data.batch import Batch, OutputKind
-from stsun_lightning.data.sensors import Band
+from stsun_lightning.data.sensors import Band, band_metadata
 from stsun_lightning.data.world_layout import CROP_TYPES, Layout, LayoutSpec, generate_layout
 from stsun_lightning.data.world_render import draw_sky, majority, render_optical, surface_state
 from stsun_lightning.data.world_sources import (
@@ -284,11 +284,12 @@ def make_batch(
     b, t, c, height, width = image.shape
     rows = list(range(num_categories)) if category_rows is None else list(category_rows)
     ref = float(t - 1) if output == OutputKind.STATE else -1.0
+    metadata = band_metadata(bands)
     return Batch(
         image=image.float(),
-        wavelength_nm=torch.tensor([x.wavelength_nm for x in bands]).expand(b, c).float(),
-        bandwidth_nm=torch.tensor([x.bandwidth_nm for x in bands]).expand(b, c).float(),
-        modality=torch.tensor([int(x.modality) for x in bands]).expand(b, c).long(),
+        wavelength_nm=metadata["wavelength_nm"].expand(b, c),
+        bandwidth_nm=metadata["bandwidth_nm"].expand(b, c),
+        modality=metadata["modality"].expand(b, c),
         band_mask=torch.ones(b, c, dtype=torch.bool),
         gsd_m=torch.full((b,), float(gsd_m)),
         dates=dates.float(),

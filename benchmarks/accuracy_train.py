@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from stsun_lightning.tasks.losses import IGNORE_INDEX
 from stsun_lightning.tasks.metrics import class_scores
+from stsun_lightning.tasks.schedule import warmup_cosine
 
 __all__ = ["UnetBaseline", "confusion", "fit", "scores"]
 
@@ -59,13 +60,7 @@ def fit(
         lr=learning_rate,
     )
     warmup = max(1, min(warmup_steps, steps // 10))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / max(steps - warmup, 1), 1.0)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
+    schedule = warmup_cosine(steps, warmup, floor=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
     trained = decay + no_decay
     losses = []

@@ -52,14 +52,18 @@ def drop_random_bands(
         return batch
     real = batch.band_mask
     b, c = real.shape
-    device = real.device
+    # Drawn where the generator lives (the batch's device by default), moved if needed.
+    where = generator.device if generator is not None else real.device
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, device=where).to(real.device)
+
     n_real = real.sum(1)  # (B,)
     low = n_real.clamp(max=min_bands)
-    draw = torch.rand(b, generator=generator).to(device)
-    keep = low + (draw * (n_real - low + 1).float()).long().clamp(max=n_real - low)
-    chosen = torch.rand(b, generator=generator).to(device) < probability
+    keep = low + (uniform(b) * (n_real - low + 1).float()).long().clamp(max=n_real - low)
+    chosen = uniform(b) < probability
     keep = torch.where(chosen, keep, n_real)  # (B,)
-    scores = torch.rand(b, c, generator=generator).to(device)
+    scores = uniform(b, c)
     scores = scores.masked_fill(~real, 2.0)  # padded bands rank last
     rank = scores.argsort(1).argsort(1)  # (B, C): 0 = first kept
     return dataclasses.replace(batch, band_mask=real & (rank < keep[:, None]))

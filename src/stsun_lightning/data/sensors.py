@@ -33,6 +33,7 @@ __all__ = [
     "Band",
     "Modality",
     "Sensor",
+    "band_metadata",
     "get_sensor",
     "list_sensors",
     "load_sensor_yaml",
@@ -149,6 +150,20 @@ class Band:
             object.__setattr__(self, field, value)
 
 
+def band_metadata(bands: Sequence[Band]) -> dict[str, torch.Tensor]:
+    """Per-band tensors of ``bands``, in their order.
+
+    Returns:
+        ``{"wavelength_nm": float32 (C,), "bandwidth_nm": float32 (C,),
+        "modality": int64 (C,)}``.
+    """
+    return {
+        "wavelength_nm": torch.tensor([b.wavelength_nm for b in bands], dtype=torch.float32),
+        "bandwidth_nm": torch.tensor([b.bandwidth_nm for b in bands], dtype=torch.float32),
+        "modality": torch.tensor([int(b.modality) for b in bands], dtype=torch.int64),
+    }
+
+
 @dataclass(frozen=True)
 class Sensor:
     """A sensor: a name and its bands in the order the data provider stacks them.
@@ -217,12 +232,7 @@ class Sensor:
             ``{"wavelength_nm": float32 (C,), "bandwidth_nm": float32 (C,),
             "modality": int64 (C,)}``.
         """
-        bands = self.select(names)
-        return {
-            "wavelength_nm": torch.tensor([b.wavelength_nm for b in bands], dtype=torch.float32),
-            "bandwidth_nm": torch.tensor([b.bandwidth_nm for b in bands], dtype=torch.float32),
-            "modality": torch.tensor([int(b.modality) for b in bands], dtype=torch.int64),
-        }
+        return band_metadata(self.select(names))
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> Sensor:

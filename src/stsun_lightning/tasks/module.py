@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
 import warnings
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from stsun_lightning.models import StsunOutput, create_model
 from stsun_lightning.tasks.losses import category_loss, value_loss
 from stsun_lightning.tasks.metrics import SourceMetrics
 from stsun_lightning.tasks.panels import panel
+from stsun_lightning.tasks.schedule import warmup_cosine
 
 __all__ = ["CHECKPOINT_FORMAT", "StsunTask"]
 
@@ -207,8 +207,7 @@ class StsunTask(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One step on one source's batch; a non-finite loss skips the step."""
         source = self._source(batch)
-        if self.hparams.band_dropout > 0:
-            batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
+        batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
         loss = self._loss(self(batch), batch)
         if not bool(torch.isfinite(loss)):
             return self._skip_nonfinite(loss, source)
@@ -372,14 +371,7 @@ class StsunTask(LightningModule):
             else 1000
         )
         warmup = min(self.hparams.warmup_steps, max(total // 10, 1))
-        floor = self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        schedule = warmup_cosine(total, warmup, self.hparams.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {
             "optimizer": optimizer,
