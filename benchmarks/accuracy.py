@@ -72,11 +72,11 @@ from accuracy_data import (
 from accuracy_report import write_report
 from accuracy_train import UnetBaseline, confusion, fit, scores
 from accuracy_unified import unified_vs_specialists
-from stsun_lightning.data.band_dropout import drop_random_bands
-from stsun_lightning.data.batch import Batch, OutputKind
+from stsun_lightning.batch import Batch, OutputKind
+from stsun_lightning.data.datasets.world.layout import CROP_TYPES
+from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLASSES
 from stsun_lightning.data.sensors import get_sensor
-from stsun_lightning.data.world_layout import CROP_TYPES
-from stsun_lightning.data.world_sources import COARSE_CLASSES, FINE_CLASSES
+from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.models import Stsun
 from stsun_lightning.models.factory import create_model
 from stsun_lightning.tasks.losses import category_loss
@@ -227,7 +227,7 @@ def train_stsun(
         batch_size: windows per batch (default ``cfg.batch``).
         steps: optimiser steps (default ``cfg.steps``).
         band_dropout: share of windows whose bands are thinned to a random subset
-            (:func:`~stsun_lightning.data.band_dropout.drop_random_bands`, the option
+            (:func:`~stsun_lightning.data.transforms.band_dropout.drop_random_bands`, the option
             ``StsunTask(band_dropout=...)`` applies); drawn from ``seed`` too.
     """
     model.train()

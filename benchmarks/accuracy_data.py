@@ -4,7 +4,7 @@ The accuracy experiments need the *same* landscapes seen by other sensors, at ot
 ground sample distances (GSD) and on other dates than the training data, which the
 GeoTIFF world on disk does not offer. This module draws landscapes with SpectralWorld's
 own layout generator and renders them with its own renderer
-(:mod:`stsun_lightning.data.world_layout`, :mod:`stsun_lightning.data.world_render`), in
+(:mod:`stsun_lightning.data.datasets.world.layout`, :mod:`stsun_lightning.data.datasets.world.render`), in
 memory: a landscape is drawn once on a 5 m grid and rendered at 10, 20 or 30 m through
 any sensor's bands on any dates, under a clear sky.
 
@@ -23,11 +23,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stsun_lightning.data.batch import Batch, OutputKind
-from stsun_lightning.data.sensors import Band, band_metadata
-from stsun_lightning.data.world_layout import CROP_TYPES, Layout, LayoutSpec, generate_layout
-from stsun_lightning.data.world_render import draw_sky, majority, render_optical, surface_state
-from stsun_lightning.data.world_sources import (
+from stsun_lightning.batch import Batch, OutputKind
+from stsun_lightning.data.datasets.world.layout import (
+    CROP_TYPES,
+    Layout,
+    LayoutSpec,
+    generate_layout,
+)
+from stsun_lightning.data.datasets.world.render import (
+    draw_sky,
+    majority,
+    render_optical,
+    surface_state,
+)
+from stsun_lightning.data.datasets.world.sources import (
     COARSE_CLASSES,
     FINE_CLASSES,
     SOURCES,
@@ -35,6 +44,7 @@ from stsun_lightning.data.world_sources import (
     crop_classes,
     fine_classes,
 )
+from stsun_lightning.data.sensors import Band, band_metadata
 
 __all__ = [
     "FARMLAND_SPEC",

@@ -1,7 +1,7 @@
 """Experiment 2 of the accuracy benchmarks: one joint network against one per source.
 
 On every SpectralWorld source (GeoTIFFs read by
-:class:`~stsun_lightning.data.world_datamodule.SpectralWorldDataModule`), at equal total
+:class:`~stsun_lightning.data.datamodules.world.SpectralWorldDataModule`), at equal total
 training steps N:
 
 - joint: one STSUN trained for N steps on all sources (the project's ``StsunTask`` and
@@ -30,8 +30,8 @@ from lightning import Trainer
 from torch import Tensor, nn
 
 from accuracy_train import UnetBaseline, fit
-from stsun_lightning.data.batch import Batch
-from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
+from stsun_lightning.batch import Batch
+from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
 from stsun_lightning.tasks.losses import value_loss
 from stsun_lightning.tasks.metrics import SourceMetrics
 from stsun_lightning.tasks.module import StsunTask

@@ -25,7 +25,7 @@ from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.data.examples import example_batch
 from stsun_lightning.models import PRESETS, Stsun, create_model
 from stsun_lightning.models.decoder import PixelDecoder

@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.data.examples import example_batch
 from stsun_lightning.models import create_model, list_models
 from stsun_lightning.tasks.losses import category_loss

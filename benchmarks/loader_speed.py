@@ -49,7 +49,7 @@ from torchgeo.datasets import RasterDataset, stack_samples
 from torchgeo.samplers import RandomPatchSampler
 
 from stsun_lightning.data import GeoTiffDataModule, get_sensor
-from stsun_lightning.data.scenes import Handles
+from stsun_lightning.data.io.handles import Handles
 
 RESULTS = Path(__file__).parent / "results"
 DATES = ["20200105", "20200304", "20200503", "20200702", "20200831", "20201030"]

@@ -69,7 +69,7 @@ from baselines import (
     num_parameters,
     unet_resnet18,
 )
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.models import PRESETS, create_model
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

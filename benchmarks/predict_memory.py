@@ -97,7 +97,8 @@ def child(args: argparse.Namespace) -> None:
     import lightning as L
     import torch
 
-    from stsun_lightning.predict import GeoTiffPredictionWriter, RasterPredictionDataModule
+    from stsun_lightning.data import RasterPredictionDataModule
+    from stsun_lightning.predict import GeoTiffPredictionWriter
     from stsun_lightning.tasks.module import StsunTask
 
     torch.set_num_threads(args.threads)

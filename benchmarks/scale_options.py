@@ -55,7 +55,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.data.examples import example_batch
 from stsun_lightning.models import create_model
 from stsun_lightning.models.stsun import Stsun

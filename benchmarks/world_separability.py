@@ -24,7 +24,7 @@ import numpy as np
 import rasterio
 import torch
 
-from stsun_lightning.data.world import SpectralWorld
+from stsun_lightning.data.datasets.world.world import SpectralWorld
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOURCES = ("landsat8_landcover", "aerial_landcover", "s1s2_landcover")

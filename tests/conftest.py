@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.data.examples import example_batch
 
 CATEGORIES = [

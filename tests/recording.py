@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 
 __all__ = ["BatchRecorder", "KillAtStep", "fingerprints"]
 

@@ -33,7 +33,7 @@ from accuracy_data import (  # noqa: E402
 )
 from accuracy_report import markdown, write_report  # noqa: E402
 from accuracy_train import UnetBaseline, confusion, fit, scores  # noqa: E402
-from stsun_lightning.data.batch import OutputKind  # noqa: E402
+from stsun_lightning.batch import OutputKind  # noqa: E402
 from stsun_lightning.data.sensors import get_sensor  # noqa: E402
 from stsun_lightning.models import create_model  # noqa: E402
 from stsun_lightning.models.spectral import IndexBandEncoder  # noqa: E402

@@ -5,8 +5,8 @@ import torch
 import yaml
 
 from stsun_lightning.cli import build_cli, main
-from stsun_lightning.data.world import SOURCES
-from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
+from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
+from stsun_lightning.data.datasets.world.world import SOURCES
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def world_root(tmp_path_factory):
 
 def _data_args(root, *sources):
     args = [
-        "--data=stsun_lightning.data.world_datamodule.SpectralWorldDataModule",
+        "--data=stsun_lightning.data.datamodules.world.SpectralWorldDataModule",
         f"--data.root={root}",
         "--data.scene_size=64",
         "--data.scenes_per_source=2",

@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from recording import fingerprints
+from stsun_lightning.batch import collate_batches
 from stsun_lightning.cli import build_cli
-from stsun_lightning.data.batch import collate_batches
-from stsun_lightning.data.sampling import ResumableDataLoader, SourceBatchSampler
-from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
+from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
+from stsun_lightning.data.samplers.sources import ResumableDataLoader, SourceBatchSampler
 
 TESTS = Path(__file__).parent
 SOURCES = ("s2_clouds", "canopy_height")  # a class task and a value task: different heads
@@ -51,7 +51,7 @@ def _datamodule(root: Path) -> SpectralWorldDataModule:
 
 def _data_args(root: Path) -> list[str]:
     return [
-        "--data=stsun_lightning.data.world_datamodule.SpectralWorldDataModule",
+        "--data=stsun_lightning.data.datamodules.world.SpectralWorldDataModule",
         f"--data.root={root}",
         f"--data.source_names=[{','.join(SOURCES)}]",
         *(f"--data.{k}={v}" for k, v in DATA.items()),

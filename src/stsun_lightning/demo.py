@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from stsun_lightning.cli import build_cli
-from stsun_lightning.data.world_datamodule import SpectralWorldDataModule
+from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
 from stsun_lightning.io import write_json_atomic
 from stsun_lightning.predict import GeoTiffPredictionWriter
 

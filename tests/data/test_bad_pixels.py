@@ -10,7 +10,8 @@ import torch
 from rasterio.transform import from_origin
 
 from conftest import make_batch
-from stsun_lightning.data.scenes import BandStatistics, Scene, SceneInput, ScenePatchDataset
+from stsun_lightning.data.datasets.scenes import Scene, SceneInput, ScenePatchDataset
+from stsun_lightning.data.io.statistics import BandStatistics
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 from stsun_lightning.io import write_json_atomic
@@ -90,7 +91,7 @@ def test_an_interrupted_json_cache_write_leaves_no_file(tmp_path, monkeypatch):
 def test_nan_inf_and_nodata_in_a_file_become_invalid_pixels(tmp_path):
     from rasterio.windows import Window
 
-    from stsun_lightning.data.scenes import SceneReader
+    from stsun_lightning.data.datasets.scenes import SceneReader
 
     data = np.full((2, 8, 8), 0.5, np.float32)
     data[0, 1, 1], data[1, 2, 2], data[0, 3, 3] = np.nan, np.inf, -9999.0

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import make_batch
-from stsun_lightning.data.band_dropout import drop_random_bands
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
+from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.tasks.module import StsunTask
 
 

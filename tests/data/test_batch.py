@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import make_batch
-from stsun_lightning.data.batch import collate_batches
+from stsun_lightning.batch import collate_batches
 from stsun_lightning.errors import BatchValidationError
 
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stsun_lightning.data.batch import Batch, BatchValidationError, collate_batches
+from stsun_lightning.batch import Batch, BatchValidationError, collate_batches
 from stsun_lightning.data.examples import example_batch
 
 TENSOR_FIELDS = [

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torchgeo.samplers import RandomPatchSampler
 
 from stsun_lightning.cli import build_cli
-from stsun_lightning.data.geotiff_datamodule import GeoTiffDataModule
+from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
 from stsun_lightning.errors import UnknownNameError
 
 CLASSES = {1: "water", 2: "tree_cover", 3: "built_up"}

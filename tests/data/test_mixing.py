@@ -9,10 +9,10 @@ import pytest
 import torch
 from geotiffs import write_world
 
-import stsun_lightning.data.sampling as sampling
-from stsun_lightning.data.batch import Batch
-from stsun_lightning.data.geotiff_datamodule import GeoTiffDataModule
-from stsun_lightning.data.mixing import MixedDataModule
+import stsun_lightning.data.samplers.sources as sampling
+from stsun_lightning.batch import Batch
+from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
+from stsun_lightning.data.datamodules.mixing import MixedDataModule
 
 
 def member(

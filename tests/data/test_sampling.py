@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stsun_lightning.data.sampling import SourceBatchSampler, source_probabilities
+from stsun_lightning.data.samplers.sources import SourceBatchSampler, source_probabilities
 
 
 def _source(index, offsets):

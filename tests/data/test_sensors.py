@@ -2,10 +2,10 @@ import pytest
 import torch
 import yaml
 
+from stsun_lightning.batch import Modality
 from stsun_lightning.data import sensors
 from stsun_lightning.data.sensors import (
     Band,
-    Modality,
     Sensor,
     get_sensor,
     list_sensors,

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from stsun_lightning.data.sensors import Band, get_sensor
-from stsun_lightning.data.spectra import (
+from stsun_lightning.data.datasets.world.spectra import (
     MATERIALS,
     atmospheric_transmittance,
     band_matrix,
@@ -12,6 +11,7 @@ from stsun_lightning.data.spectra import (
     get_material,
     sar_matrix,
 )
+from stsun_lightning.data.sensors import Band, get_sensor
 from stsun_lightning.errors import UnknownNameError
 
 S2 = get_sensor("sentinel2_l2a")

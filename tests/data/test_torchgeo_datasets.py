@@ -13,9 +13,9 @@ import rasterio
 import torch
 from torchgeo_fakes import FAKES, OSCD_DATES, PASTIS_DATES, write_ftw, write_oscd, write_potsdam
 
+from stsun_lightning.batch import Batch, collate_batches
 from stsun_lightning.cli import build_cli
-from stsun_lightning.data.batch import Batch, collate_batches
-from stsun_lightning.data.benchmarks import (
+from stsun_lightning.data.datamodules.benchmarks import (
     FTWDataModule,
     L7IrishDataModule,
     L8BiomeDataModule,
@@ -28,8 +28,8 @@ from stsun_lightning.data.benchmarks import (
     TorchGeoDataModule,
     VaihingenDataModule,
 )
-from stsun_lightning.data.benchmarks.readers import SampleReader
-from stsun_lightning.data.scenes import days_since_epoch
+from stsun_lightning.data.datamodules.benchmarks.readers import SampleReader
+from stsun_lightning.data.io.files import days_since_epoch
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.sources import build_vocabularies
 
@@ -192,7 +192,9 @@ def test_band_statistics_are_cached_beside_the_data_or_given(tmp_path, monkeypat
     def no_reading(*args):
         raise AssertionError("a cache hit reads no sample")
 
-    monkeypatch.setattr("stsun_lightning.data.benchmarks.base.band_statistics", no_reading)
+    monkeypatch.setattr(
+        "stsun_lightning.data.datamodules.benchmarks.base.band_statistics", no_reading
+    )
     assert PotsdamDataModule(root=str(root), patch_size=PATCH).statistics() == (mean, std)
     given = PotsdamDataModule(root=str(root), mean=[0.0] * 4, std=[1.0] * 4)
     assert given.statistics() == ([0.0] * 4, [1.0] * 4)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from stsun_lightning.data import world as world_module
+from stsun_lightning.data.datasets.world import world as world_module
+from stsun_lightning.data.datasets.world.world import SOURCES, VERSION, SpectralWorld
 from stsun_lightning.data.sensors import get_sensor
-from stsun_lightning.data.world import SOURCES, VERSION, SpectralWorld
 from stsun_lightning.errors import UnknownNameError
 
 SIZE, SCENES = 64, 2
@@ -422,7 +422,7 @@ def test_killed_generation_is_atomic_and_rerun_matches(world, tmp_path):
     reference_root, manifest = world
     root = tmp_path / "killed"
     script = (
-        "import sys; from stsun_lightning.data.world import SpectralWorld; "
+        "import sys; from stsun_lightning.data.datasets.world.world import SpectralWorld; "
         f"SpectralWorld(sys.argv[1], seed=0, scene_size={SIZE}, scenes_per_source={SCENES})"
         ".generate()"
     )

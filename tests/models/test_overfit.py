@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CATEGORIES, VARIABLES, make_batch
-from stsun_lightning.data.batch import Batch, OutputKind
+from stsun_lightning.batch import Batch, OutputKind
 from stsun_lightning.models import create_model
 from stsun_lightning.tasks import category_loss, value_loss
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import CATEGORIES, VARIABLES, make_batch
-from stsun_lightning.data.batch import Batch, OutputKind
+from stsun_lightning.batch import Batch, OutputKind
 from stsun_lightning.models import create_model
 from stsun_lightning.models.heads import MASKED_LOGIT
 

@@ -9,7 +9,8 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from stsun_lightning.predict import GeoTiffPredictionWriter, RasterPredictionDataModule
+from stsun_lightning.data import RasterPredictionDataModule
+from stsun_lightning.predict import GeoTiffPredictionWriter
 from stsun_lightning.tasks.module import StsunTask
 
 BANDS = ["B02", "B03", "B04", "B08"]

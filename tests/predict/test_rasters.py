@@ -7,8 +7,9 @@ import rasterio
 from rasters import BANDS, s2_input, write_raster
 from torch.utils.data import SequentialSampler
 
+from stsun_lightning.data.datamodules.rasters import RasterPredictionDataModule, group_scenes
+from stsun_lightning.data.samplers.jobs import JobBatchSampler
 from stsun_lightning.errors import UnknownNameError
-from stsun_lightning.predict import JobBatchSampler, RasterPredictionDataModule, group_scenes
 
 
 def test_files_group_into_scenes_by_name_with_frames_in_date_order(tmp_path):

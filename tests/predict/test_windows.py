@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from stsun_lightning.predict.windows import RowBandAccumulator, blend_weights, window_starts
+from stsun_lightning.data.datasets.windows import window_starts
+from stsun_lightning.predict.windows import RowBandAccumulator, blend_weights
 
 
 @pytest.mark.parametrize(

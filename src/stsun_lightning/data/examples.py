@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from stsun_lightning.data.batch import Batch, OutputKind
+from stsun_lightning.batch import Batch, OutputKind
 from stsun_lightning.data.sensors import get_sensor
 
 __all__ = ["example_band_metadata", "example_batch"]

@@ -20,18 +20,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from stsun_lightning.batch import Modality
 from stsun_lightning.errors import unknown_name_error
 
 __all__ = [
     "Band",
-    "Modality",
     "Sensor",
     "band_metadata",
     "get_sensor",
@@ -40,37 +39,9 @@ __all__ = [
     "register_sensor",
 ]
 
-
-class Modality(IntEnum):
-    """What a band measures; the integer value is what the model embeds."""
-
-    OPTICAL = 0
-    SAR_VV = 1
-    SAR_VH = 2
-    SAR_HH = 3
-    SAR_HV = 4
-    ELEVATION = 5
-    OTHER = 6
-
-    @classmethod
-    def parse(cls, value: str | int | Modality) -> Modality:
-        """Parse a name (case-insensitive, e.g. ``"sar_vv"``), an integer or a member.
-
-        Raises:
-            UnknownNameError: (a ``ValueError``) listing the known names.
-        """
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            key = value.strip().upper().replace("-", "_").replace(" ", "_")
-            if key in cls.__members__:
-                return cls[key]
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(cls):
-            return cls(value)
-        raise unknown_name_error("modality", str(value), [m.name.lower() for m in cls])
-
-
 _BAND_FIELDS = ("name", "wavelength_nm", "bandwidth_nm", "gsd_m", "modality", "description")
+
+
 _REQUIRED = ("name", "wavelength_nm", "gsd_m", "modality")  # bandwidth 0, description ""
 
 
@@ -290,11 +261,6 @@ class Sensor:
         return {"name": self.name, "description": self.description, "bands": bands}
 
 
-# --- The built-in table ---------------------------------------------------------------
-# A row is (name, centre nm, FWHM nm, GSD m, description[, modality]); _edges turns a
-# published band range [lo, hi] nm into (centre, width).
-
-
 def _edges(name: str, lo: float, hi: float, gsd: float, description: str) -> tuple[Any, ...]:
     return (name, (lo + hi) / 2, hi - lo, gsd, description)
 
@@ -323,6 +289,8 @@ _S2 = (
     ("B11", 1613.7, 91.0, 20, "swir 1"),
     ("B12", 2202.4, 175.0, 20, "swir 2"),
 )
+
+
 # USGS, "What are the band designations for the Landsat satellites?" (band ranges).
 _TM = (
     _edges("B1", 450, 520, 30, "blue"),
@@ -333,6 +301,8 @@ _TM = (
     _edges("B6", 10400, 12500, 120, "thermal"),
     _edges("B7", 2080, 2350, 30, "swir 2"),
 )
+
+
 # ETM+: the two thermal gain files (B6_VCID_1 low, B6_VCID_2 high) are one band, "B6".
 _ETM = (
     *_TM[:3],
@@ -342,6 +312,8 @@ _ETM = (
     _edges("B7", 2090, 2350, 30, "swir 2"),
     _edges("B8", 520, 900, 15, "panchromatic"),
 )
+
+
 _OLI_TIRS = (  # Landsat 8 and 9 share the band designations.
     _edges("B1", 430, 450, 30, "coastal aerosol"),
     _edges("B2", 450, 510, 30, "blue"),
@@ -355,10 +327,16 @@ _OLI_TIRS = (  # Landsat 8 and 9 share the band designations.
     _edges("B10", 10600, 11190, 100, "thermal 1"),
     _edges("B11", 11500, 12510, 100, "thermal 2"),
 )
+
+
 # NASA, "HLS Product User Guide" v2.0: all bands at 30 m. S30 = MSI B01-B12 incl. B8A and
 # B10 (B09/B10 stay TOA); L30 = OLI/TIRS without the pan band, renamed B01..B11.
 _HLS_S30 = tuple((*r[:3], 30, r[4]) for r in _S2)
+
+
 _HLS_L30 = tuple((f"B{int(r[0][1:]):02d}", *r[1:3], 30, r[4]) for r in _OLI_TIRS if r[0] != "B8")
+
+
 # NASA MODIS specifications, land bands 1-7.
 _MODIS = (
     _edges("B1", 620, 670, 250, "red"),
@@ -369,6 +347,8 @@ _MODIS = (
     _edges("B6", 1628, 1652, 500, "swir 1"),
     _edges("B7", 2105, 2155, 500, "swir 2"),
 )
+
+
 # Planet, "PlanetScope Product Specifications", SuperDove (PSB.SD) 8-band, 3 m ortho pixels.
 _SUPERDOVE = (
     _edges("coastal_blue", 431, 452, 3, "coastal blue"),
@@ -380,9 +360,13 @@ _SUPERDOVE = (
     _edges("red_edge", 697, 713, 3, "red edge"),
     _edges("nir", 845, 885, 3, "nir"),
 )
+
+
 # Aerial cameras (NAIP: USDA FSA "NAIP imagery" spec; ISPRS 2D semantic labeling benchmark
 # descriptions) publish no spectral response and vary by camera: nominal centres, FWHM 0.
 _NOMINAL = {"B": (470.0, "blue"), "G": (550.0, "green"), "R": (640.0, "red")}
+
+
 _NOMINAL["NIR"] = _NOMINAL["IR"] = (850.0, "nir")
 
 
@@ -392,6 +376,7 @@ def _aerial(names: str, gsd: float) -> list[tuple[Any, ...]]:
 
 # Sentinel-1 C-band SAR, 5.405 GHz (ESA Sentinel-1 SAR user guide); 10 m IW GRD pixels.
 _S1_NM = 299_792_458.0 / 5.405e9 * 1e9
+
 
 _BUILTIN = (
     _sensor("sentinel2_l1c", "Sentinel-2 MSI Level-1C (ESA S2-SRF, S2A)", _S2),
@@ -424,7 +409,10 @@ _BUILTIN = (
     ),
 )
 
+
 _REGISTRY: dict[str, Sensor] = {s.name: s for s in _BUILTIN}
+
+
 _ALIASES: dict[str, str] = {
     "landsat5": "landsat5_tm",
     "landsat7": "landsat7_etm",

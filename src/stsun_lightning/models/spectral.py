@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stsun_lightning.data.sensors import Modality
+from stsun_lightning.batch import Modality
 from stsun_lightning.models.layers import Attention
 
 __all__ = [

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.models.decoder import PixelDecoder
 from stsun_lightning.models.heads import CategoryHead, ValueHead
 from stsun_lightning.models.spatial import ground_position_encoding
@@ -140,7 +140,7 @@ class Stsun(nn.Module):
         """Predict.
 
         Args:
-            batch: the batch (see :class:`~stsun_lightning.data.batch.Batch`).
+            batch: the batch (see :class:`~stsun_lightning.batch.Batch`).
             label_size: (H', W') of the output grid; default: the target's grid, or the
                 image's when the batch has no target.
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stsun_lightning.data.batch import OutputKind
+from stsun_lightning.batch import OutputKind
 from stsun_lightning.models.layers import Attention, TaskModulation
 
 __all__ = ["DAYS_PER_YEAR", "DateEncoder", "OutputSlots", "slot_anchor_weights"]

@@ -11,9 +11,10 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
+from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
+from stsun_lightning.data.datasets.windows import PredictionJob, SceneWindowDataset
 from stsun_lightning.models import StsunOutput
-from stsun_lightning.predict.jobs import PredictionJob, ScenePredictionMixin, SceneWindowDataset
 from stsun_lightning.predict.outputs import ProbabilityFormat, SceneOutputs, output_paths
 
 __all__ = ["GeoTiffPredictionWriter"]

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import rasterio
 
-from stsun_lightning.predict.jobs import PredictionJob
+from stsun_lightning.data.datasets.windows import PredictionJob
 from stsun_lightning.predict.windows import RowBandAccumulator
 from stsun_lightning.predict.writer import (
     CLASS_NODATA,
@@ -39,7 +39,7 @@ class SceneOutputs:
     """Blends the windows of one job and streams finished rows to its output rasters.
 
     Windows must arrive in the order of
-    :class:`~stsun_lightning.predict.jobs.SceneWindowDataset` (row band by row band, left
+    :class:`~stsun_lightning.data.datasets.windows.SceneWindowDataset` (row band by row band, left
     to right); memory holds one row band of weighted sums, and finished rows are encoded
     and written in chunks of columns.
 

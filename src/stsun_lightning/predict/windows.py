@@ -10,31 +10,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["RowBandAccumulator", "blend_weights", "window_starts"]
+from stsun_lightning.data.datasets.windows import window_starts
 
-
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Start offsets of windows covering ``length`` pixels.
-
-    The last window ends at the raster's edge (it is shifted back, not padded), so
-    every window except on rasters smaller than one window lies fully inside.
-
-    Args:
-        length: raster size along one axis.
-        window: window size.
-        stride: distance between window starts (window - overlap), > 0.
-
-    Returns:
-        Sorted, unique starts.
-    """
-    if stride <= 0:
-        raise ValueError(
-            f"Window stride must be > 0 (overlap smaller than the window), got {stride}."
-        )
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return [*starts, length - window]
+__all__ = ["RowBandAccumulator", "blend_weights"]
 
 
 def blend_weights(window: int, overlap: int) -> np.ndarray:

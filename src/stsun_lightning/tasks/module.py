@@ -23,9 +23,9 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from stsun_lightning.data.band_dropout import drop_random_bands
-from stsun_lightning.data.batch import Batch
+from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
+from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.errors import unknown_name_error
 from stsun_lightning.models import StsunOutput, create_model
 from stsun_lightning.tasks.losses import category_loss, value_loss
@@ -68,7 +68,7 @@ class StsunTask(LightningModule):
         compile_model: compile the network with ``torch.compile`` (``nn.Module.compile``:
             the state dict keeps its keys).
         band_dropout: share of training items whose bands are thinned to a random subset
-            (:func:`~stsun_lightning.data.band_dropout.drop_random_bands`); what lets a
+            (:func:`~stsun_lightning.data.transforms.band_dropout.drop_random_bands`); what lets a
             network trained on one sensor read other band sets (measured in
             ``benchmarks/accuracy.py``, experiment 1). 0 turns it off.
         min_bands: the fewest bands band dropout leaves an item.
@@ -419,7 +419,7 @@ class StsunTask(LightningModule):
         it restores the loader's place itself only when it sets up the training data
         after restoring the loops, not when ``configure_optimizers`` has already asked for
         ``estimated_stepping_batches`` (see
-        :class:`~stsun_lightning.data.sampling.ResumableDataLoader`).
+        :class:`~stsun_lightning.data.samplers.sources.ResumableDataLoader`).
         """
         if self._rng_to_restore is not None:
             _set_rng_states(self._rng_to_restore)

@@ -1,0 +1,63 @@
+"""Whole-scene prediction for any datamodule: ``predict_dataloader`` over pending jobs."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from torch.utils.data import DataLoader, SequentialSampler
+
+from stsun_lightning.batch import collate_batches
+from stsun_lightning.data.datasets.windows import PredictionJob, SceneWindowDataset
+from stsun_lightning.data.samplers.jobs import JobBatchSampler
+
+__all__ = ["ScenePredictionMixin"]
+
+
+class ScenePredictionMixin(ABC):
+    """Gives a datamodule a ``predict_dataloader`` over the windows of whole scenes.
+
+    The datamodule implements :meth:`prediction_jobs` and sets ``vocabularies`` and the
+    ``predict_*`` attributes. A writer callback may call :meth:`skip_predictions` before
+    the dataloader is built, so that scenes already written are not read again.
+    """
+
+    vocabularies: dict[str, list[str]]
+    predict_window: int = 256
+    predict_overlap: int = 64
+    predict_batch_size: int = 4
+    predict_num_workers: int = 0
+    _skip_prediction: Callable[[PredictionJob], bool] | None = None
+
+    @abstractmethod
+    def prediction_jobs(self) -> list[PredictionJob]:
+        """The scenes to predict, with how to read them and what to predict."""
+
+    def skip_predictions(self, skip: Callable[[PredictionJob], bool]) -> None:
+        """Leave out the jobs for which ``skip(job)`` is true (e.g. outputs complete)."""
+        self._skip_prediction = skip
+
+    def predict_dataloader(self) -> DataLoader:
+        """Windows of every pending job, in order (never shuffled: the writer streams).
+
+        Under DDP each rank takes every ``world_size``-th job, so every scene is read,
+        predicted and written by exactly one rank.
+        """
+        jobs = self.prediction_jobs()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            jobs = jobs[trainer.global_rank :: trainer.world_size]
+        skip = self._skip_prediction
+        jobs = [j for j in jobs if not (skip and skip(j))]
+        dataset = SceneWindowDataset(
+            jobs, self.vocabularies, self.predict_window, self.predict_overlap
+        )
+        sampler = JobBatchSampler(
+            SequentialSampler(dataset), self.predict_batch_size, job_starts=dataset.job_starts
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_batches,
+            num_workers=self.predict_num_workers,
+        )

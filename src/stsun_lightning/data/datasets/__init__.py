@@ -1,0 +1,1 @@
+"""Datasets of one-item batches: GeoTIFF series and patches, prediction windows, SpectralWorld."""

@@ -1,0 +1,311 @@
+"""TorchGeo datasets of a user's GeoTIFFs, read onto one pixel grid.
+
+One :class:`GeoTiffRasterDataset` per input (a sensor's files, one multi-band file per
+date or one file per band and date) and one for the labels. They are TorchGeo
+``RasterDataset`` objects with ``time_series=True``: TorchGeo indexes the files (footprints
+in one CRS, date intervals), their ``&`` is an ``IntersectionDataset``, and TorchGeo's
+samplers index them. Reading is our own, because two measured facts of TorchGeo 0.10's
+reader matter here:
+
+- its time series carry no per-frame dates (only float32 query bounds); every sample
+  of ours carries ``dates``, one per frame (days since 1970-01-01, NaN when unknown);
+- file handles opened before a DataLoader forks its workers are shared by them and
+  return wrong pixels or crash; ours are opened lazily in each process
+  (a handle cache keyed by process id).
+
+Files on the grid are read with one windowed read of all their bands; a file in
+another CRS or resolution is read through a ``WarpedVRT`` aligned to the grid's pixels,
+so every input lands pixel for pixel on the labels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyproj
+import rasterio
+import rasterio.errors
+import torch
+from rasterio.enums import Resampling
+from torchgeo.datasets import RasterDataset
+from torchgeo.datasets.utils import GeoSlice
+
+from stsun_lightning.data.io.files import (
+    DEFAULT_DATE_PATTERN,
+    days_since_epoch,
+    find_raster_files,
+    name_date,
+    tag_date,
+)
+from stsun_lightning.data.io.grid import Grid, RasterLayout, _GridOpener, read_on_grid
+from stsun_lightning.data.io.handles import Handles
+
+__all__ = ["GeoTiffRasterDataset", "files_of"]
+
+
+class GeoTiffRasterDataset(RasterDataset):
+    """A TorchGeo ``RasterDataset`` (``time_series=True``) of one input or of the labels.
+
+    Samples are TorchGeo mappings: ``image`` (T, C, h, w) float32 (NaN where there is
+    no data: nodata, NaN, outside the files, a band missing on a date) for inputs, or
+    ``mask`` (T, h, w) for labels (the raw values; NaN where there is none), with
+    ``dates`` (T,) days since 1970-01-01 (NaN for static files), ``bounds`` and
+    ``transform``. Frames are the distinct dates of the files under the query, in
+    date order; files of one date (tiles) are mosaicked; static (undated) files form
+    one frame.
+
+    Args:
+        files: the raster files.
+        bands: the bands (inputs) or ``("label",)``.
+        grid: the grid to read onto (its CRS and resolution become the dataset's).
+        separate_files: one file per band (the band's name a token of the file name).
+        date_pattern: regex with a group ``date`` in file names.
+        is_image: inputs (True) or labels (False).
+        resampling: onto the grid, where a file is not on it.
+        nodata: overrides the files' nodata.
+        name: the input's name, for messages.
+    """
+
+    filename_regex = ".*"
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        bands: Sequence[str],
+        grid: Grid,
+        separate_files: bool = False,
+        date_pattern: str = DEFAULT_DATE_PATTERN,
+        is_image: bool = True,
+        resampling: str = "bilinear",
+        nodata: float | None = None,
+        name: str = "input",
+    ) -> None:
+        self.input_name = name
+        self.date_pattern = date_pattern
+        self.is_image = is_image
+        self.separate_files = separate_files
+        self.file_bands = tuple(bands)
+        self.grid = grid
+        self._resampling = Resampling[resampling] if is_image else Resampling.nearest
+        self.handles = Handles(_GridOpener(grid, self._resampling, nodata))
+        self._checked: dict[str, int] = {}
+        self._layouts: dict[str, RasterLayout] = {}  # per file, looked up on first read
+        super().__init__(
+            paths=[str(f) for f in files],
+            crs=pyproj.CRS.from_user_input(grid.crs.to_wkt()),
+            res=grid.res,
+            cache=False,
+            time_series=True,
+        )
+        self._annotate()
+
+    @property
+    def resampling(self) -> Resampling:
+        """How files off the grid are resampled (nearest for labels)."""
+        return self._resampling
+
+    def _load_warp_file(self, filepath: Path, crs: Any = None) -> Any:
+        """Open a file for TorchGeo's index, with errors that name it."""
+        try:
+            with rasterio.open(filepath) as src:
+                has_crs, count = src.crs is not None, src.count
+        except rasterio.errors.RasterioIOError as error:
+            raise ValueError(
+                f"Input {self.input_name!r}: cannot open {filepath} as a raster (corrupt or "
+                f"truncated?): {error}"
+            ) from None
+        if not has_crs:
+            raise ValueError(
+                f"Input {self.input_name!r}: {filepath} has no CRS; inputs and labels are "
+                "aligned by their coordinates, so every file needs one."
+            )
+        self._checked[str(filepath)] = count
+        return super()._load_warp_file(filepath, crs)
+
+    def _filepath_to_timestamp(self, filepath: Path) -> tuple[datetime, datetime]:
+        """The file's day from its name or tags; unbounded for a static file."""
+        day = name_date(Path(filepath), self.date_pattern)
+        if day is None:
+            with rasterio.open(filepath) as src:
+                day = tag_date(src.tags())
+        if day is None:
+            return pd.Timestamp.min, pd.Timestamp.max
+        start = pd.Timestamp(day)
+        return start, start + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+
+    def _annotate(self) -> None:
+        """Note each file's band (separate files) and date, checking band counts.
+
+        Kept beside the index, not in it: TorchGeo's ``IntersectionDataset`` merges
+        the indexes' columns and would clash on them.
+        """
+        self.band_of: dict[str, str | None] = {}
+        self.day_of: dict[str, date | None] = {}
+        for path, interval in zip(self.index.filepath, self.index.index, strict=True):
+            path = str(path)
+            static = interval.left == pd.Timestamp.min
+            self.day_of[path] = None if static else interval.left.date()
+            if self.separate_files:
+                self.band_of[path] = _band_token(Path(path), self.file_bands)
+                continue
+            count = self._checked.get(path)
+            if self.is_image and count is not None and count != len(self.file_bands):
+                raise ValueError(
+                    f"Input {self.input_name!r}: {path} has {count} band(s), expected "
+                    f"{len(self.file_bands)} ({', '.join(self.file_bands)}): list the bands "
+                    "stored in each file, in order, under 'bands', or set "
+                    "separate_files: true for one file per band."
+                )
+            self.band_of[path] = None
+        if self.separate_files:
+            keep = [self.band_of[str(p)] is not None for p in self.index.filepath]
+            self.index = self.index[keep]
+            self.band_of = {p: b for p, b in self.band_of.items() if b is not None}
+            self.day_of = {p: self.day_of[p] for p in self.band_of}
+            if self.index.empty:
+                raise ValueError(
+                    f"Input {self.input_name!r}: no file name holds a band name of "
+                    f"{list(self.file_bands)} as a token (e.g. scene_20200101_B04.tif)."
+                )
+
+    @property
+    def dated(self) -> bool:
+        """Whether any file has a date."""
+        return any(self.day_of[str(p)] is not None for p in self.index.filepath)
+
+    def days(self) -> list[date]:
+        """The distinct dates of the files, in order."""
+        return sorted({d for p in self.index.filepath if (d := self.day_of[str(p)]) is not None})
+
+    def _shape(self, bounds: tuple[float, float, float, float]) -> tuple[int, int]:
+        rx, ry = self.grid.res
+        return round((bounds[3] - bounds[1]) / ry), round((bounds[2] - bounds[0]) / rx)
+
+    def _hits(self, bounds: tuple[float, float, float, float]) -> list[str]:
+        """Files whose footprint's bounding box meets ``bounds`` (vectorised, per patch)."""
+        if getattr(self, "_footprints", None) is None or len(self._footprints) != len(self.index):
+            self._paths = [str(p) for p in self.index.filepath]
+            self._footprints = np.asarray(self.index.geometry.bounds, dtype=np.float64)
+        f = self._footprints
+        meets = (
+            (f[:, 0] < bounds[2])
+            & (f[:, 2] > bounds[0])
+            & (f[:, 1] < bounds[3])
+            & (f[:, 3] > bounds[1])
+        )
+        return [self._paths[i] for i in np.flatnonzero(meets)]
+
+    def read_latest(self, bounds: tuple[float, float, float, float]) -> np.ndarray:
+        """(C, h, w): every file under ``bounds`` painted newest first (static last)."""
+        hits = sorted(self._hits(bounds), key=lambda p: self.day_of[p] or date.min, reverse=True)
+        if len(hits) == 1 and self.band_of[hits[0]] is None:
+            return self._read(hits[0], bounds, self._shape(bounds))
+        return self._mosaic(hits, bounds, self._shape(bounds))
+
+    def read(
+        self, bounds: tuple[float, float, float, float], days: Sequence[date | None]
+    ) -> np.ndarray:
+        """Read ``bounds`` (on the grid) at each of ``days``.
+
+        Args:
+            bounds: ``(left, bottom, right, top)`` in the grid's CRS, on pixel edges.
+            days: the frames to read; static (undated) files fill every frame.
+
+        Returns:
+            (T, C, h, w) float32, NaN where there is no data (a date without a file, a
+            band missing on a date, nodata, outside the files).
+        """
+        shape = self._shape(bounds)
+        frames = np.empty((len(days), len(self.file_bands), *shape), dtype=np.float32)
+        by_day: dict[date | None, list[str]] = {}
+        for path in self._hits(bounds):
+            by_day.setdefault(self.day_of[path], []).append(path)
+        static = self._mosaic(by_day.pop(None), bounds, shape) if None in by_day else None
+        for t, day in enumerate(days):
+            paths = by_day.get(day, [])
+            if len(paths) == 1 and self.band_of[paths[0]] is None:
+                self._read(paths[0], bounds, shape, frames[t])  # straight into the frame
+            else:
+                frames[t] = self._mosaic(paths, bounds, shape)
+            if static is not None:
+                np.copyto(frames[t], static, where=np.isnan(frames[t]))
+        return frames
+
+    def _read(
+        self,
+        path: str,
+        bounds: tuple[float, float, float, float],
+        shape: tuple[int, int],
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(c, h, w): one file's window (its layout looked up once per file)."""
+        handle = self.handles.get(path)
+        layout = self._layouts.get(path)
+        if layout is None:
+            layout = self._layouts[path] = RasterLayout.of(handle)
+        return read_on_grid(handle, layout, bounds, shape, out)
+
+    def _mosaic(
+        self,
+        paths: Sequence[str],
+        bounds: tuple[float, float, float, float],
+        shape: tuple[int, int],
+    ) -> np.ndarray:
+        """(C, h, w): the files painted in order where they have data (all bands in one read)."""
+        out = np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
+        for path in paths:
+            values = self._read(path, bounds, shape)
+            band = self.band_of[path]
+            target = out if band is None else out[self.file_bands.index(band) :][:1]
+            np.copyto(target, values, where=np.isnan(target))
+        return out
+
+    def __getitem__(self, index: GeoSlice) -> dict[str, Any]:
+        """A TorchGeo sample of the query, with per-frame ``dates``.
+
+        Args:
+            index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax]`` in the grid's CRS.
+
+        Returns:
+            ``image`` (T, C, h, w) or ``mask`` (T, h, w), ``dates`` (T,), ``bounds``,
+            ``transform``.
+
+        Raises:
+            IndexError: the query holds no file.
+        """
+        x, y, t = self._disambiguate_slice(index)
+        bounds = self.grid.snap((x.start, y.start, x.stop, y.stop))
+        if not self._hits(bounds):
+            raise IndexError(f"Query {bounds} holds no file of input {self.input_name!r}.")
+        in_time = [d for d in self.days() if t.start <= pd.Timestamp(d) <= t.stop] or [None]
+        data = torch.from_numpy(self.read(bounds, in_time))
+        sample: dict[str, Any] = {
+            "dates": torch.tensor([days_since_epoch(d) for d in in_time], dtype=torch.float64),
+            "bounds": self._slice_to_tensor(index),
+            "transform": torch.tensor(
+                rasterio.transform.from_origin(bounds[0], bounds[3], *self.grid.res)
+            ),
+        }
+        if self.is_image:
+            sample["image"] = data
+        else:
+            sample["mask"] = data[:, 0]
+        return sample
+
+
+def _band_token(path: Path, bands: Sequence[str]) -> str | None:
+    """The band whose name is a token of the file name (between ``_ - .`` or the ends)."""
+    tokens = set(re.split(r"[_.\-\s]+", path.stem))
+    found = [b for b in bands if b in tokens]
+    return found[0] if len(found) == 1 else None
+
+
+def files_of(spec_paths: Sequence[str], name: str) -> list[Path]:
+    """The raster files of an input (see :func:`find_raster_files`), each once."""
+    return sorted(set(find_raster_files(list(spec_paths), name)))

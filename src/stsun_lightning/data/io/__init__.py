@@ -1,0 +1,1 @@
+"""Files, grids, open handles and band statistics: what every reader of rasters shares."""

@@ -1,0 +1,1 @@
+"""Samplers: batches homogeneous per source, spatial-block splits, prediction windows."""

@@ -1,0 +1,140 @@
+"""The input specification of a user's rasters, parsed in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from stsun_lightning.data.io.files import (
+    DEFAULT_DATE_PATTERN,
+    resolve_sensor,
+)
+from stsun_lightning.data.sensors import Sensor
+from stsun_lightning.errors import unknown_name_error
+
+__all__ = ["InputSpec", "LabelSpec", "OutputKindName"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input: a sensor, its files and how they are laid out.
+
+    Attributes:
+        name: the input's name in the config.
+        sensor: the sensor (its bands give the metadata).
+        paths: files, folders (their ``.tif`` files) or globs.
+        bands: the input's bands; with one file per date, the bands stored in each
+            file, in order.
+        separate_files: one file per band and date, the band's name a token of the
+            file name (``..._B04_...``, ``...-B04.tif``).
+        date_pattern: regex with a group ``date`` found in file names; files without
+            one take their date from their tags, else are static (no date).
+        scale: factor from stored values to physical ones before normalisation.
+        nodata: value that means "no data" (default: the files' own nodata).
+        resampling: resampling onto the grid where the file is not on it.
+    """
+
+    name: str
+    sensor: Sensor
+    paths: tuple[str, ...]
+    bands: tuple[str, ...]
+    separate_files: bool = False
+    date_pattern: str = DEFAULT_DATE_PATTERN
+    scale: float = 1.0
+    nodata: float | None = None
+    resampling: str = "bilinear"
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping[str, Any]) -> InputSpec:
+        """An input from its config mapping (``sensor``, ``paths`` and options).
+
+        Raises:
+            ValueError: a missing or unknown key, naming the input and the known keys.
+            UnknownNameError: an unknown sensor or band, with the closest match.
+        """
+        allowed = {f for f in cls.__dataclass_fields__ if f != "name"}
+        _check_keys(f"Input {name!r}", spec, {"sensor", "paths"}, allowed)
+        sensor = resolve_sensor(spec["sensor"], name)
+        bands = tuple(spec.get("bands") or sensor.band_names)
+        for band in bands:
+            if band not in sensor.band_names:
+                raise unknown_name_error(
+                    f"band of sensor {sensor.name!r}", band, sensor.band_names, f"input {name!r}"
+                )
+        paths = spec["paths"]
+        options = {k: v for k, v in spec.items() if k not in ("sensor", "paths", "bands")}
+        return cls(
+            name,
+            sensor,
+            (paths,) if isinstance(paths, str) else tuple(paths),
+            bands,
+            **options,
+        )
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The labels: a raster of class values or of regression values.
+
+    Attributes:
+        paths: files, folders or globs.
+        task: task name (a row of the task vocabulary).
+        classes: class value -> category name (class labels).
+        variables: variable names, one per band (value labels).
+        ignore_values: values that mean "no label".
+        outputs: what the labels describe: ``"state"`` at the last date, ``"change"``
+            between the first and last date, ``"aggregate"`` over the series, or
+            ``"per_date"`` (one band per date).
+        date_pattern: regex with a group ``date``; dated labels restrict the inputs'
+            frames to the labels' dates (undated labels take every frame).
+    """
+
+    paths: tuple[str, ...]
+    task: str
+    classes: dict[int, str] | None = None
+    variables: tuple[str, ...] = ()
+    ignore_values: tuple[float, ...] = ()
+    outputs: str = "state"
+    date_pattern: str = DEFAULT_DATE_PATTERN
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> LabelSpec:
+        """Labels from their config mapping.
+
+        Raises:
+            ValueError: a missing or unknown key, or neither/both of classes and variables.
+        """
+        _check_keys("labels", spec, {"paths", "task"}, set(cls.__dataclass_fields__))
+        classes = spec.get("classes")
+        variables = tuple(spec.get("variables") or ())
+        if bool(classes) == bool(variables):
+            raise ValueError(
+                "labels need either 'classes' ({value: category name}) or 'variables' "
+                f"([names] of regression values), got keys {sorted(spec)}."
+            )
+        outputs = spec.get("outputs", "state")
+        if outputs not in ("state", "change", "aggregate", "per_date"):
+            raise ValueError(
+                f"labels.outputs must be state, change, aggregate or per_date, got {outputs!r}."
+            )
+        paths = spec["paths"]
+        return cls(
+            (paths,) if isinstance(paths, str) else tuple(paths),
+            spec["task"],
+            {int(k): str(v) for k, v in classes.items()} if classes else None,
+            variables,
+            tuple(float(v) for v in spec.get("ignore_values", ())),
+            outputs,
+            spec.get("date_pattern", DEFAULT_DATE_PATTERN),
+        )
+
+
+def _check_keys(what: str, spec: Mapping[str, Any], required: set[str], allowed: set[str]) -> None:
+    missing, unknown = required - set(spec), set(spec) - allowed
+    if missing or unknown:
+        problem = f"misses {sorted(missing)}" if missing else f"has unknown keys {sorted(unknown)}"
+        raise ValueError(f"{what} {problem}; expected keys: {sorted(allowed)}.")
+
+
+OutputKindName = Literal["state", "change", "aggregate", "per_date"]

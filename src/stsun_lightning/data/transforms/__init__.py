@@ -1,0 +1,1 @@
+"""Transforms of patches and batches: flips and rotations, band dropout."""
