@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import rasterio
 
 from stsun_lightning.data.datasets.windows import PredictionJob
 from stsun_lightning.predict.windows import RowBandAccumulator
@@ -60,20 +59,13 @@ class SceneOutputs:
         probabilities: ProbabilityFormat = "none",
     ) -> None:
         self.job = job
-        scene = job.scene
         self.maps, self.channels = len(job.map_names), len(job.channel_names)
         self.classification = job.source.is_classification
         self.accumulator = RowBandAccumulator(
-            self.maps * self.channels, scene.height, scene.width, window, overlap
+            self.maps * self.channels, job.height, job.width, window, overlap
         )
         self.windows_in_band = 0
-        with rasterio.open(next(iter(scene.inputs.values())).files[0]) as reference:
-            grid = {
-                "crs": reference.crs,
-                "transform": reference.transform,
-                "height": reference.height,
-                "width": reference.width,
-            }
+        grid = job.profile()
         paths = output_paths(folder, job, probabilities)
         self.rasters = {"map": self._map_raster(paths["map"], grid)}
         if "probabilities" in paths:
@@ -135,7 +127,7 @@ class SceneOutputs:
             return False
         self.windows_in_band = 0
         top, n = self.accumulator.final_rows()
-        width = self.job.scene.width
+        width = self.job.width
         for col0 in range(0, width, _CHUNK_COLUMNS):
             col1 = min(col0 + _CHUNK_COLUMNS, width)
             blended, weight = self.accumulator.blended(col0, col1)

@@ -10,7 +10,9 @@ rasters as they arrive, so memory is bounded by a row band, never by the scene.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import rasterio
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
@@ -52,6 +54,26 @@ class PredictionJob:
     def channel_names(self) -> list[str]:
         """The categories (classification) or variables (regression) predicted."""
         return list(self.source.categories or self.source.variables)
+
+    @property
+    def height(self) -> int:
+        """Rows of the output grid."""
+        return self.scene.height
+
+    @property
+    def width(self) -> int:
+        """Columns of the output grid."""
+        return self.scene.width
+
+    def profile(self) -> dict[str, Any]:
+        """``crs``, ``transform``, ``height`` and ``width`` of the output grid."""
+        with rasterio.open(next(iter(self.scene.inputs.values())).files[0]) as reference:
+            return {
+                "crs": reference.crs,
+                "transform": reference.transform,
+                "height": reference.height,
+                "width": reference.width,
+            }
 
 
 @dataclass(frozen=True)
