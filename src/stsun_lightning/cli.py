@@ -8,12 +8,17 @@ into the model by ``link_arguments``, never typed twice.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning import LightningDataModule
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
+from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
+from stsun_lightning.predict.callback import GeoTiffPredictionWriter
 from stsun_lightning.tasks.module import StsunTask
 
 __all__ = ["TRAINER_DEFAULTS", "FitConfigSaver", "StsunCLI", "build_cli", "main"]
@@ -44,6 +49,23 @@ class StsunCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link ``data.sources`` (known once the datamodule exists) to ``model.sources``."""
         parser.link_arguments("data.sources", "model.sources", apply_on="instantiate")
+
+    def before_predict(self) -> None:
+        """Write whole-scene predictions to files even when the config names no writer.
+
+        A training config predicts as it is: with a datamodule that predicts scenes and no
+        prediction writer among the callbacks, a :class:`GeoTiffPredictionWriter` writes
+        to ``<trainer.default_root_dir>/predictions`` (add one to the callbacks to choose
+        its folder and options).
+        """
+        trainer, datamodule = self.trainer, self.datamodule
+        if not isinstance(datamodule, ScenePredictionMixin):
+            return
+        if any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
+            return
+        folder = Path(trainer.default_root_dir) / "predictions"
+        rank_zero_info(f"Writing predictions to {folder} (GeoTiffPredictionWriter).")
+        trainer.callbacks.append(GeoTiffPredictionWriter(folder))
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["BatchValidationError", "UnknownNameError", "unknown_name_error"]
+__all__ = ["BatchValidationError", "ConfigError", "UnknownNameError", "unknown_name_error"]
+
+
+class ConfigError(ValueError):
+    """A mistake in a configuration or in the files it names, meant for its author.
+
+    The message says what was wrong, where (file, field) and what was expected.
+    """
 
 
 class UnknownNameError(KeyError, ValueError):

@@ -1,7 +1,6 @@
 """Labels outside the declared classes, fully masked patches, interrupted cache writes."""
 
 import json
-from datetime import date
 
 import numpy as np
 import pytest
@@ -10,55 +9,77 @@ import torch
 from rasterio.transform import from_origin
 
 from conftest import make_batch
-from stsun_lightning.data.datasets.scenes import Scene, SceneInput, ScenePatchDataset
-from stsun_lightning.data.io.statistics import BandStatistics
-from stsun_lightning.data.sensors import get_sensor
-from stsun_lightning.data.sources import SourceInfo, build_vocabularies
+from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
+from stsun_lightning.data.datasets.frames import FrameRule
+from stsun_lightning.data.datasets.scenes import build_series
+from stsun_lightning.data.io.grid import grid_of
+from stsun_lightning.data.io.statistics import given_statistics
+from stsun_lightning.data.spec import InputSpec
 from stsun_lightning.io import write_json_atomic
 from stsun_lightning.models import create_model
 from stsun_lightning.tasks.losses import category_loss
 
-SOURCE = SourceInfo("land", "semantic_segmentation", categories=("water", "tree_cover"))
+CLASSES = {1: "water", 2: "tree_cover"}
 
 
-def _tif(path, data, dtype):
+def _tif(path, data, dtype, origin=(500_000, 5_000_000)):
+    path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
-        dtype=dtype, crs="EPSG:32633", transform=from_origin(500_000, 5_000_000, 10, 10), nodata=0,
+        dtype=dtype, crs="EPSG:32633", transform=from_origin(*origin, 10, 10), nodata=0,
     ) as dst:  # fmt: skip
         dst.write(data.astype(dtype))
+    return path
 
 
-def _dataset(tmp_path, label: np.ndarray, ignore=()) -> ScenePatchDataset:
-    image = tmp_path / "s2_2021-06-01.tif"
-    _tif(image, np.random.default_rng(0).integers(100, 3000, (4, 16, 16)), "uint16")
-    _tif(tmp_path / "label.tif", label[None], "uint8")
-    bands = ("B02", "B03", "B04", "B08")
-    scene = Scene(
-        "s", 10.0, (date(2021, 6, 1),), {"s2": SceneInput(get_sensor("sentinel2_l2a"), bands, (image,))},
-        tmp_path / "label.tif", 16, 16,
+def _datamodule(tmp_path, labels: list[np.ndarray], ignore=()) -> GeoTiffDataModule:
+    """Labels tiled side by side (one file each, 16 px wide) under one Sentinel-2 image."""
+    width = 16 * len(labels)
+    image = np.random.default_rng(0).integers(100, 3000, (4, 16, width))
+    _tif(tmp_path / "s2" / "s2_2021-06-01.tif", image, "uint16")
+    for i, label in enumerate(labels):
+        _tif(
+            tmp_path / "labels" / f"label_{i}.tif",
+            label[None],
+            "uint8",
+            (500_000 + 160 * i, 5_000_000),
+        )
+    return GeoTiffDataModule(
+        inputs={"s2": {"sensor": "sentinel2_l2a", "paths": str(tmp_path / "s2"),
+                       "bands": ["B02", "B03", "B04", "B08"], "scale": 1e-4}},
+        labels={"paths": str(tmp_path / "labels"), "task": "semantic_segmentation",
+                "classes": CLASSES, "ignore_values": list(ignore)},
+        patch_size=16, split={"block_size": 16, "val": 0.0, "test": 0.0},
+        statistics_cache=str(tmp_path / "cache"), augment=False,
     )  # fmt: skip
-    statistics = BandStatistics(mean={"s2": [0.1] * 4}, std={"s2": [0.05] * 4}, scale={"s2": 1e-4})
-    return ScenePatchDataset(
-        [scene], SOURCE, build_vocabularies([SOURCE]), {1: "water", 2: "tree_cover"}, tuple(ignore),
-        "state", statistics, 16, mode="grid",
-    )  # fmt: skip
 
 
-def test_a_label_value_outside_the_classes_names_the_value_and_the_file(tmp_path):
-    label = np.ones((16, 16), np.uint8)
-    label[3, 3] = 9
+def test_a_label_value_outside_the_classes_names_the_value_and_the_file_holding_it(tmp_path):
+    clean = np.ones((16, 16), np.uint8)
+    bad = np.ones((16, 16), np.uint8)
+    bad[3, 3] = 9
     with pytest.raises(
-        ValueError, match=r"Label value 9 in .*label.tif is not a declared class of source 'land'"
+        ValueError, match=r"Label value 9 in .*label_1\.tif is not a declared class of source"
     ):
-        _dataset(tmp_path, label)[0]
+        dm = _datamodule(tmp_path, [clean, bad])
+        dm.setup("fit")
+        for i in range(len(dm.datasets("train")[0])):
+            dm.datasets("train")[0][i]
 
 
 def test_a_label_value_listed_in_ignore_values_is_ignored(tmp_path):
     label = np.ones((16, 16), np.uint8)
     label[3, 3] = 9
-    batch = _dataset(tmp_path, label, ignore=(9,))[0]
+    dm = _datamodule(tmp_path, [label], ignore=(9,))
+    dm.setup("fit")
+    batch = dm.datasets("train")[0][0]
     assert int(batch.target[0, 0, 3, 3]) == -1 and int(batch.target[0, 0, 0, 0]) == 0
+
+
+def test_a_source_without_any_labelled_pixel_is_an_error_at_setup(tmp_path):
+    dm = _datamodule(tmp_path, [np.full((16, 16), 9, np.uint8)], ignore=(9,))
+    with pytest.raises(ValueError, match=r"no training patch holds a labelled pixel"):
+        dm.setup("fit")
 
 
 def test_a_patch_without_any_valid_pixel_gives_a_zero_loss_not_nan():
@@ -88,28 +109,28 @@ def test_an_interrupted_json_cache_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_nan_inf_and_nodata_in_a_file_become_invalid_pixels(tmp_path):
-    from rasterio.windows import Window
-
-    from stsun_lightning.data.datasets.scenes import SceneReader
-
+def test_nan_inf_and_nodata_are_no_data_and_a_pixel_with_none_is_invalid(tmp_path):
     data = np.full((2, 8, 8), 0.5, np.float32)
     data[0, 1, 1], data[1, 2, 2], data[0, 3, 3] = np.nan, np.inf, -9999.0
-    path = tmp_path / "s1_2021-06-01.tif"
+    data[:, 5, 5] = -9999.0  # no band has data here
+    path = tmp_path / "s1" / "s1_2021-06-01.tif"
+    path.parent.mkdir()
     with rasterio.open(
         path, "w", driver="GTiff", height=8, width=8, count=2, dtype="float32", crs="EPSG:32633",
         transform=from_origin(500_000, 5_000_000, 10, 10), nodata=-9999.0,
     ) as dst:  # fmt: skip
         dst.write(data)
-    scene = Scene(
-        "s", 10.0, (date(2021, 6, 1),), {"s1": SceneInput(get_sensor("sentinel1"), ("VV", "VH"), (path,))},
-        None, 8, 8,
-    )  # fmt: skip
-    reader = SceneReader(
-        BandStatistics(mean={"s1": [0.0, 0.0]}, std={"s1": [1.0, 1.0]}, scale={"s1": 1.0})
+    spec = InputSpec.parse(
+        "s1", {"sensor": "sentinel1", "paths": str(path.parent), "bands": ["VV", "VH"]}
     )
-    image, valid = reader.read(scene, Window(0, 0, 10, 10))  # reaching past the edge, too
-    invalid = {(int(r), int(c)) for r, c in zip(*np.nonzero(~valid), strict=True)}
-    assert {(1, 1), (2, 2), (3, 3)} <= invalid
-    assert all(r >= 8 or c >= 8 for r, c in invalid - {(1, 1), (2, 2), (3, 3)})
-    assert np.isfinite(image[:, :, valid]).all()
+    grid = grid_of(path)
+    series = build_series({"s1": spec}, {"s1": [path]}, grid, FrameRule())
+    series.set_statistics(
+        given_statistics({"s1": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}}, series.bands)
+    )
+    window = series.read((500_000, 5_000_000 - 100, 500_100, 5_000_000))  # past the edges, too
+    invalid = {(int(r), int(c)) for r, c in zip(*np.nonzero(~window.valid), strict=True)}
+    assert (5, 5) in invalid and all(r >= 8 or c >= 8 for r, c in invalid - {(5, 5)})
+    assert np.isnan(window.image[0, 0, 1, 1]) and np.isnan(window.image[0, 1, 2, 2])
+    assert np.isnan(window.image[0, 0, 3, 3]) and window.image[0, 1, 3, 3] == 0.5
+    assert window.band_mask.all() and window.time_mask.all()

@@ -65,8 +65,11 @@ def datamodule(world: dict[str, Path], tmp_path: Path, **kwargs: Any) -> GeoTiff
 
 
 def raw_inputs(dm: GeoTiffDataModule, bounds: tuple[float, ...]) -> dict[str, np.ndarray]:
-    assert dm.series is not None
-    return {n: ds.read(bounds, dm.series.days) for n, (_, ds) in dm.series.inputs.items()}
+    """Per input, its (T, C, h, w) stored values (scale 1) read by the datamodule's reader."""
+    assert dm.scene is not None
+    series = dm.scene.series
+    values = series.read_physical(bounds)
+    return {n: values[:, channels] for n, channels in series.channels.items()}
 
 
 def test_sensors_in_other_crs_and_resolution_align_pixel_for_pixel(world, tmp_path):
@@ -113,7 +116,7 @@ def test_time_series_frames_in_date_order_with_their_dates(world, tmp_path):
 def test_torchgeo_sampler_gets_per_frame_dates(world, tmp_path):
     dm = datamodule(world, tmp_path, inputs=inputs_of(world, "s2"))
     dm.setup("fit")
-    dataset = dm.series.inputs["s2"][1]
+    dataset = dm.scene.series.datasets["s2"]
     sampler = RandomPatchSampler(dataset, size=16, length=3, generator=0)
     for query in sampler:
         sample = dataset[query]
@@ -264,8 +267,8 @@ def test_label_value_outside_the_classes_names_value_and_file(world, tmp_path):
         },
         augment=False,
     )
-    dm.setup("fit")
     with pytest.raises(ValueError, match=r"Label value 3 in .*labels\.tif is not a declared class"):
+        dm.setup("fit")  # setup reads training patches for a labelled pixel
         for i in range(len(dm.datasets("train")[0])):
             dm.datasets("train")[0][i]
     ignoring = datamodule(
@@ -384,7 +387,7 @@ def test_inputs_and_labels_that_do_not_meet_fail_at_setup(world, tmp_path):
         inputs=inputs_of(world, "s2"),
     )
     near.setup("fit")
-    assert [str(d) for d in near.series.days] == ["2020-06-01"]
+    assert [str(f.day) for f in near.scene.series.frames] == ["2020-06-01"]
 
 
 def test_split_too_small_for_its_blocks_is_explained(world, tmp_path):

@@ -88,9 +88,10 @@ def test_probabilities_sum_to_one_in_both_formats(tmp_path, trained_task):
 def test_values_are_float32_with_nan_where_the_input_has_no_data(tmp_path, trained_task):
     source = write_raster(tmp_path / "in" / "h.tif", 70, 70)
     with rasterio.open(source, "r+") as dst:
-        block = dst.read(1)
-        block[:10, :20] = 0  # nodata
-        dst.write(block, 1)
+        block = dst.read()
+        block[:, :10, :20] = 0  # nodata in every band: no data at all there
+        block[1, 30:40, 30:40] = 0  # nodata in one band only: the pixels keep their value
+        dst.write(block)
     writer = predict(
         trained_task, tmp_path / "out", inputs=s2_input(str(source)), task="regression",
         variables=["canopy_height"], categories=None, window=64, overlap=16,
@@ -212,7 +213,7 @@ def test_band_order_in_the_config_follows_the_files(tmp_path, trained_task):
     for path, bands in ((source, BANDS), (reordered, BANDS[::-1])):
         inputs = {"s2": {"sensor": "sentinel2_l2a", "bands": bands, "paths": str(path)}}
         writer = predict(
-            trained_task, path.parent / "out", inputs=inputs, window=48, overlap=0, statistics=None
+            trained_task, path.parent / "out", inputs=inputs, window=48, overlap=0, statistics="rasters"
         )
         with rasterio.open(writer.written[0]) as dst:
             maps.append(dst.read(1))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from rasterio.enums import Resampling
 
 from stsun_lightning.data.io.files import (
     DEFAULT_DATE_PATTERN,
     resolve_sensor,
 )
 from stsun_lightning.data.sensors import Sensor
-from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.errors import ConfigError, unknown_name_error
 
 __all__ = ["InputSpec", "LabelSpec", "OutputKindName"]
 
@@ -50,7 +53,8 @@ class InputSpec:
         """An input from its config mapping (``sensor``, ``paths`` and options).
 
         Raises:
-            ValueError: a missing or unknown key, naming the input and the known keys.
+            ConfigError: a missing or unknown key, or an option of the wrong type or value,
+                naming the input and the field.
             UnknownNameError: an unknown sensor or band, with the closest match.
         """
         allowed = {f for f in cls.__dataclass_fields__ if f != "name"}
@@ -64,6 +68,7 @@ class InputSpec:
                 )
         paths = spec["paths"]
         options = {k: v for k, v in spec.items() if k not in ("sensor", "paths", "bands")}
+        _check_options(name, options)
         return cls(
             name,
             sensor,
@@ -71,6 +76,36 @@ class InputSpec:
             bands,
             **options,
         )
+
+
+_RESAMPLING = tuple(r.name for r in Resampling)
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Types and values of an input's options, with the field named in the error."""
+    scale = options.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ConfigError(f"Input {name!r}: scale must be a positive number, got {scale!r}.")
+    nodata = options.get("nodata")
+    if nodata is not None and (isinstance(nodata, bool) or not isinstance(nodata, int | float)):
+        raise ConfigError(f"Input {name!r}: nodata must be a number, got {nodata!r}.")
+    resampling = options.get("resampling", "bilinear")
+    if resampling not in _RESAMPLING:
+        raise unknown_name_error("resampling", str(resampling), _RESAMPLING, f"input {name!r}")
+    pattern = options.get("date_pattern", DEFAULT_DATE_PATTERN)
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, TypeError) as error:
+        raise ConfigError(
+            f"Input {name!r}: date_pattern {pattern!r} is not a regex: {error}"
+        ) from None
+    if "date" not in compiled.groupindex:
+        raise ConfigError(
+            f"Input {name!r}: date_pattern {pattern!r} needs a group named 'date', e.g. "
+            r"'(?P<date>\d{8})'."
+        )
+    if not isinstance(options.get("separate_files", False), bool):
+        raise ConfigError(f"Input {name!r}: separate_files must be true or false.")
 
 
 @dataclass(frozen=True)
@@ -109,13 +144,13 @@ class LabelSpec:
         classes = spec.get("classes")
         variables = tuple(spec.get("variables") or ())
         if bool(classes) == bool(variables):
-            raise ValueError(
+            raise ConfigError(
                 "labels need either 'classes' ({value: category name}) or 'variables' "
                 f"([names] of regression values), got keys {sorted(spec)}."
             )
         outputs = spec.get("outputs", "state")
         if outputs not in ("state", "change", "aggregate", "per_date"):
-            raise ValueError(
+            raise ConfigError(
                 f"labels.outputs must be state, change, aggregate or per_date, got {outputs!r}."
             )
         paths = spec["paths"]
@@ -134,7 +169,7 @@ def _check_keys(what: str, spec: Mapping[str, Any], required: set[str], allowed:
     missing, unknown = required - set(spec), set(spec) - allowed
     if missing or unknown:
         problem = f"misses {sorted(missing)}" if missing else f"has unknown keys {sorted(unknown)}"
-        raise ValueError(f"{what} {problem}; expected keys: {sorted(allowed)}.")
+        raise ConfigError(f"{what} {problem}; expected keys: {sorted(allowed)}.")
 
 
 OutputKindName = Literal["state", "change", "aggregate", "per_date"]

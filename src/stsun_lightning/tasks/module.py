@@ -116,6 +116,9 @@ class StsunTask(LightningModule):
         self._eval_losses: dict[str, dict[str, tuple[Tensor, Tensor]]] = {"val": {}, "test": {}}
         self._rng_to_restore: dict[str, Any] | None = None
         self._loader_states_to_restore: list[dict[str, Any]] = []
+        # What the training datamodule's reader did (statistics, frame rule), carried in
+        # checkpoints so that evaluation and prediction read alike (data.record).
+        self.data_record: dict[str, Any] | None = None
 
     def forward(self, batch: Batch) -> StsunOutput:
         """Run the network on a batch whose rows follow this datamodule's vocabularies."""
@@ -128,6 +131,12 @@ class StsunTask(LightningModule):
         if vocabularies is not None:
             self.data_vocabularies = vocabularies
             self._row_maps = {}
+        self._give_data_record(datamodule)
+
+    def _give_data_record(self, datamodule: Any) -> None:
+        """Hand a loaded checkpoint's data record to the datamodule, if it takes one."""
+        if self.data_record is not None and callable(getattr(datamodule, "load_data_record", None)):
+            datamodule.load_data_record(self.data_record)
 
     def to_model_rows(self, batch: Batch) -> Batch:
         """Translate the batch's task, category and variable rows to the network's rows.
@@ -387,6 +396,9 @@ class StsunTask(LightningModule):
         checkpoint["loss_scale"] = dict(self.loss_scale)
         checkpoint["rng_states"] = _rng_states()
         checkpoint["stsun_checkpoint_format"] = CHECKPOINT_FORMAT
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if callable(getattr(datamodule, "data_record", None)):
+            checkpoint["stsun_data"] = datamodule.data_record()
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         """Check the format and the network's shapes; restore the loss balance.
@@ -405,6 +417,9 @@ class StsunTask(LightningModule):
             )
         self._check_shapes(checkpoint)
         self.loss_scale = dict(checkpoint.get("loss_scale", {}))
+        self.data_record = checkpoint.get("stsun_data")
+        if self._trainer is not None:
+            self._give_data_record(self._trainer.datamodule)
         self._rng_to_restore = checkpoint.get("rng_states")
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
         self._loader_states_to_restore = list(

@@ -21,6 +21,7 @@ from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from stsun_lightning.batch import Batch, collate_batches
+from stsun_lightning.data.record import DataRecordMixin
 from stsun_lightning.data.samplers.sources import ResumableDataLoader, SourceBatchSampler
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 
@@ -62,7 +63,7 @@ def torchgeo_collate(items: Sequence[Batch]) -> dict[str, Any]:
     return torchgeo_batch(collate_batches(items))
 
 
-class StsunDataModule(LightningDataModule, ABC):
+class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
     """Base of the project's datamodules.
 
     Subclasses set :attr:`source_infos` in ``__init__`` and implement :meth:`datasets`.
@@ -103,6 +104,7 @@ class StsunDataModule(LightningDataModule, ABC):
         self.seed = seed
         self.batch_format = batch_format
         self._vocabularies: dict[str, list[str]] | None = None
+        self.checkpoint_sources = {}
 
     @property
     def vocabularies(self) -> dict[str, list[str]]:

@@ -1,16 +1,20 @@
-"""A datamodule for a user's own GeoTIFFs, configured only in YAML.
+"""A datamodule for a user's own GeoTIFFs, configured only in YAML, for every stage.
 
 Inputs from several sensors (any CRS and resolution, one file per date or per band and
-date, dates from file names or tags) are aligned on the fly onto the labels' grid; train,
-validation and test patches come from disjoint spatial blocks, so nothing leaks.
+date, dates from file names or tags, static files such as a DEM) are read through one
+reader (:class:`~stsun_lightning.data.datasets.series.RasterSeries`) in training,
+evaluation and prediction. In training they are aligned onto the labels' grid, and train,
+validation and test patches come from disjoint spatial blocks, so nothing leaks; band
+statistics come from the training blocks only. ``stsun predict`` with the same ``data:``
+section (pointed at other paths or a region) predicts whole rasters of the inputs,
+normalised with the checkpoint's statistics.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import shapely
 from torch.utils.data import Dataset
@@ -18,36 +22,46 @@ from torchgeo.datasets import IntersectionDataset
 
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.datamodules.base import BatchFormat, Split, StsunDataModule
-from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, files_of
-from stsun_lightning.data.datasets.patches import GeoTiffPatchDataset
-from stsun_lightning.data.datasets.series import GeoTiffSeries
-from stsun_lightning.data.io.grid import grid_of
-from stsun_lightning.data.io.statistics import (
-    BandStatistics,
-    FileBands,
-    cached_statistics,
-    compute_band_statistics,
-    files_key,
+from stsun_lightning.data.datamodules.prediction import (
+    ScenePredictionMixin,
+    prediction_statistics,
 )
+from stsun_lightning.data.datasets.frames import FrameRule
+from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, files_of
+from stsun_lightning.data.datasets.labels import LabelRaster
+from stsun_lightning.data.datasets.patches import PatchRef, ScenePatchDataset
+from stsun_lightning.data.datasets.scene_statistics import scene_statistics
+from stsun_lightning.data.datasets.scenes import Scene, build_series, prediction_scenes
+from stsun_lightning.data.datasets.windows import PredictionJob
+from stsun_lightning.data.io.grid import Extent, Grid, grid_of
+from stsun_lightning.data.io.statistics import (
+    Statistics,
+    cached_statistics,
+    files_key,
+    given_statistics,
+)
+from stsun_lightning.data.record import SourceRecord
 from stsun_lightning.data.samplers.split import SPLITS, block_patches, spatial_blocks
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["GeoTiffDataModule"]
 
 _DEFAULT_CACHE = Path.home() / ".cache" / "stsun_lightning" / "statistics"
+_LABEL_CHECK_PATCHES = 256  # training patches searched for a labelled pixel at setup
 
 
-class GeoTiffDataModule(StsunDataModule):
-    """Train STSUN on your own GeoTIFFs from several sensors, configured in YAML.
+class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
+    """Train, evaluate and predict STSUN on your own GeoTIFFs from several sensors.
 
     Args:
         inputs: ``{name: {sensor, paths, bands, separate_files, date_pattern, scale,
             nodata, resampling}}``; ``sensor`` is a registry name, a sensor YAML file or
-            an inline mapping (see :class:`~stsun_lightning.data.datasets.geotiff.InputSpec`).
+            an inline mapping (see :class:`~stsun_lightning.data.spec.InputSpec`).
         labels: ``{paths, task, classes: {value: name} | variables: [names],
             ignore_values, outputs, date_pattern}`` (see
-            :class:`~stsun_lightning.data.datasets.geotiff.LabelSpec`).
+            :class:`~stsun_lightning.data.spec.LabelSpec`); not read by ``predict``.
         name: the source's name (in logs: ``val/<name>/miou``).
         patch_size: side of a patch in pixels.
         batch_size: patches per batch.
@@ -56,18 +70,31 @@ class GeoTiffDataModule(StsunDataModule):
         train_samples: random training patches (default: 4 × the patches that tile the
             training blocks).
         statistics: per input ``{mean: [...], std: [...]}`` (physical units, after
-            ``scale``); default: computed once from the files and cached.
+            ``scale``), or ``"rasters"``; default: in training computed once from the
+            training blocks and cached, in evaluation and prediction the checkpoint's
+            (``"rasters"`` recomputes them from the rasters being predicted).
         statistics_cache: folder of the statistics cache.
-        crs: CRS of the grid (default: the labels').
-        res: pixel size of the grid in CRS units (default: the labels').
-        date_tolerance_days: with dated labels, input frames within this many days of
-            the labels' dates are used.
+        crs: CRS of the grid (default: the labels' in training, the first input's in
+            prediction).
+        res: pixel size of the grid in CRS units (default: the same file's).
+        date_tolerance_days: acquisitions this many days apart form one frame; dated
+            labels keep the frames within this many days of their dates.
         augment: random flips and 90° rotations of training patches.
         num_workers: DataLoader worker processes.
         train_batches_per_epoch: batches per training epoch (default: every sample once).
         temperature: source-mixing temperature (one source here; used when mixed).
         seed: seed of the split, the training patches and the sampling order.
         batch_format: ``"stsun"`` or ``"torchgeo"``.
+        scene_pattern: prediction: a regex with a group ``scene`` that groups the first
+            input's files into scenes (default: the file name without its date).
+        region: prediction: ``[left, bottom, right, top]`` to predict (default: every
+            scene whole).
+        region_crs: CRS of ``region`` (default: each scene's grid CRS).
+        statistics_source: prediction: the checkpoint's source whose statistics to use
+            (default: this datamodule's ``name``, or the checkpoint's only source).
+        predict_window: window side of prediction in pixels.
+        predict_overlap: overlap of prediction windows, blended smoothly.
+        predict_batch_size: windows per forward pass (default: ``batch_size``).
     """
 
     def __init__(
@@ -79,7 +106,7 @@ class GeoTiffDataModule(StsunDataModule):
         batch_size: int = 8,
         split: dict[str, Any] | None = None,
         train_samples: int | None = None,
-        statistics: dict[str, dict[str, list[float]]] | None = None,
+        statistics: dict[str, dict[str, list[float]]] | Literal["rasters"] | None = None,
         statistics_cache: str | None = None,
         crs: str | None = None,
         res: float | None = None,
@@ -90,16 +117,28 @@ class GeoTiffDataModule(StsunDataModule):
         temperature: float = 2.0,
         seed: int = 0,
         batch_format: BatchFormat = "stsun",
+        scene_pattern: str | None = None,
+        region: list[float] | None = None,
+        region_crs: str | None = None,
+        statistics_source: str | None = None,
+        predict_window: int = 256,
+        predict_overlap: int = 64,
+        predict_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
         )
         self.save_hyperparameters()
         if not inputs:
-            raise ValueError("GeoTiffDataModule needs at least one input under 'inputs'.")
+            raise ConfigError("GeoTiffDataModule needs at least one input under 'inputs'.")
         self.input_specs = {n: InputSpec.parse(n, s) for n, s in inputs.items()}
         self.label_spec = LabelSpec.parse(labels)
         self.split_spec = _parse_split(split or {}, patch_size)
+        self.frame_rule = FrameRule(date_tolerance_days)
+        if isinstance(statistics, str) and statistics != "rasters":
+            raise ConfigError(
+                f"statistics must be per-input {{mean, std}} or 'rasters', got {statistics!r}."
+            )
         if self.label_spec.classes:
             categories = tuple(dict.fromkeys(self.label_spec.classes.values()))
             self.source_infos = [SourceInfo(name, self.label_spec.task, categories=categories)]
@@ -107,22 +146,35 @@ class GeoTiffDataModule(StsunDataModule):
             self.source_infos = [
                 SourceInfo(name, self.label_spec.task, variables=self.label_spec.variables)
             ]
-        self.series: GeoTiffSeries | None = None
-        self._datasets: dict[str, GeoTiffPatchDataset] = {}
+        self.predict_window, self.predict_overlap = predict_window, predict_overlap
+        self.predict_batch_size = predict_batch_size or batch_size
+        self.predict_num_workers = num_workers
+        self.scene: Scene | None = None
+        self.blocks: dict[str, list[shapely.Polygon]] = {}
+        self.statistics: Statistics | None = None
+        self._datasets: dict[str, ScenePatchDataset] = {}
+        self._jobs: list[PredictionJob] | None = None
+
+    @property
+    def source(self) -> SourceInfo:
+        """The one source of this datamodule."""
+        return self.source_infos[0]
 
     def setup(self, stage: str | None = None) -> None:
         """Index the files, check that they meet in space and time, split, and normalise.
 
+        ``predict`` reads no labels: its scenes are built when predicting starts.
+
         Raises:
-            FileNotFoundError: a path without rasters, naming the input.
-            ValueError: a file without CRS, corrupt, with the wrong band count; inputs and
-                labels that do not intersect in space or time; a split that cannot be made.
+            ConfigError: a path without rasters, a file without CRS, corrupt, with the
+                wrong band count; inputs and labels that do not intersect in space or
+                time; a split that cannot be made; no labelled pixel in training.
         """
-        if self.series is not None:
+        if stage == "predict" or self.scene is not None:
             return
         label_files = files_of(self.label_spec.paths, "labels")
         grid = grid_of(label_files[0], self.hparams.crs, self.hparams.res)
-        labels = GeoTiffRasterDataset(
+        label_data = GeoTiffRasterDataset(
             label_files,
             self.label_spec.variables or ("label",),
             grid,
@@ -130,128 +182,181 @@ class GeoTiffDataModule(StsunDataModule):
             is_image=False,
             name="labels",
         )
-        inputs = {
-            n: (
-                spec,
-                GeoTiffRasterDataset(
-                    files_of(spec.paths, n),
-                    spec.bands,
-                    grid,
-                    spec.separate_files,
-                    spec.date_pattern,
-                    resampling=spec.resampling,
-                    nodata=spec.nodata,
-                    name=n,
-                ),
-            )
-            for n, spec in self.input_specs.items()
-        }
-        region = _intersection([d for _, d in inputs.values()] + [labels])
-        days = _frames(inputs, labels, self.label_spec, self.hparams.date_tolerance_days)
-        statistics = self._statistics(inputs)
-        self.series = GeoTiffSeries(inputs, labels, days, grid, statistics)
-        blocks = spatial_blocks(
+        files = {n: files_of(spec.paths, n) for n, spec in self.input_specs.items()}
+        series = build_series(
+            self.input_specs,
+            files,
+            grid,
+            self.frame_rule,
+            label_data.days() if label_data.dated else (),
+            self.label_spec.outputs == "per_date",
+        )
+        region = _intersection([*series.datasets.values(), label_data])
+        labels = LabelRaster(label_data, self.label_spec, self.source, series.frames)
+        extent = Extent.of_bounds(grid, region.bounds)
+        self.scene = Scene(self.source.name, series, extent, labels, files)
+        self.blocks = spatial_blocks(
             region, grid, self.split_spec["block_size"], self.split_spec, self.hparams.seed
         )
-        patch = self.hparams.patch_size
-        train_grid = block_patches(blocks["train"], region, grid, patch)
-        count = self.hparams.train_samples or 4 * len(train_grid)
-        corners = {
-            "train": block_patches(
-                blocks["train"], region, grid, patch, random=count, seed=self.hparams.seed
-            ),
-            "val": block_patches(blocks["val"], region, grid, patch),
-            "test": block_patches(blocks["test"], region, grid, patch),
-        }
-        self.blocks = blocks
+        patches = self._patches(region, grid)
+        self.statistics = self._training_statistics(patches["statistics"], label_files)
+        series.set_statistics(self.statistics)
         self._datasets = {
-            split: GeoTiffPatchDataset(
-                self.series,
-                self.label_spec,
-                self.source_infos[0],
+            split: ScenePatchDataset(
+                [self.scene],
+                self.source,
                 self.vocabularies,
-                corners[split],
-                patch,
+                patches[split],
+                self.hparams.patch_size,
+                self.label_spec.outputs,  # type: ignore[arg-type]
                 augment=self.hparams.augment and split == "train",
                 seed=self.hparams.seed,
             )
             for split in SPLITS
         }
+        self._check_labelled(self._datasets["train"])
+
+    def _patches(self, region: shapely.Geometry, grid: Grid) -> dict[str, list[PatchRef]]:
+        """Patches of every split, each wholly inside one block of its split."""
+        patch = self.hparams.patch_size
+        train_grid = block_patches(self.blocks["train"], region, grid, patch)
+        count = self.hparams.train_samples or 4 * len(train_grid)
+        corners = {
+            "train": block_patches(
+                self.blocks["train"], region, grid, patch, random=count, seed=self.hparams.seed
+            ),
+            "val": block_patches(self.blocks["val"], region, grid, patch),
+            "test": block_patches(self.blocks["test"], region, grid, patch),
+        }
+        corners["statistics"] = train_grid
+        return {s: [PatchRef(0, left, top) for left, top in c] for s, c in corners.items()}
+
+    def _training_statistics(self, tiles: list[PatchRef], label_files: list[Path]) -> Statistics:
+        """Given statistics, else those of ``tiles`` of the training blocks (cached)."""
+        given = self.hparams.statistics
+        if isinstance(given, dict):
+            return given_statistics(given, {n: s.bands for n, s in self.input_specs.items()})
+        assert self.scene is not None
+        patch = self.hparams.patch_size
+        rx, ry = self.scene.series.grid.res
+        windows = [
+            (self.scene, (p.left, p.top - patch * ry, p.left + patch * rx, p.top)) for p in tiles
+        ]
+        if not windows:
+            raise ConfigError(
+                f"Source {self.source.name!r}: no training patch of {patch} px fits the "
+                "training blocks; lower patch_size or split.block_size."
+            )
+        paths = [p for files in self.scene.files.values() for p in files] + label_files
+        specs = {
+            n: [s.sensor.name, list(s.bands), s.scale, s.nodata, s.resampling, s.separate_files]
+            for n, s in self.input_specs.items()
+        }
+        grid = self.scene.series.grid
+        key = files_key(
+            paths,
+            [specs, grid.crs.to_wkt(), grid.res, grid.origin, self.split_spec, patch,
+             self.hparams.seed, self.frame_rule.to_dict()],
+        )  # fmt: skip
+        folder = Path(self.hparams.statistics_cache or _DEFAULT_CACHE)
+        return cached_statistics(
+            folder / f"{key[:32]}.json",
+            key,
+            lambda: scene_statistics(windows, seed=self.hparams.seed),
+        )
+
+    def _check_labelled(self, train: ScenePatchDataset) -> None:
+        """A source whose training patches hold no labelled pixel is a mistake: say so."""
+        step = max(1, len(train) // _LABEL_CHECK_PATCHES)
+        for index in range(0, len(train), step):
+            batch = train[index]
+            target = batch.target
+            if target is None:
+                continue
+            labelled = (target >= 0) if self.source.is_classification else target.isfinite()
+            if bool(labelled.any()):
+                return
+        raise ConfigError(
+            f"Source {self.source.name!r}: no training patch holds a labelled pixel where the "
+            "inputs have data (every label is ignored, or outside the inputs' dates and "
+            f"footprints; date_tolerance_days={self.frame_rule.tolerance_days}). Check "
+            "labels.paths, labels.ignore_values, the inputs' dates and date_tolerance_days."
+        )
 
     def datasets(self, split: Split) -> list[Dataset[Batch]]:
         """The one source's patches of ``split``."""
         if not self._datasets:
             raise RuntimeError("GeoTiffDataModule.datasets() called before setup().")
+        self._apply_checkpoint_statistics()
         return [self._datasets[split]]
 
-    def _statistics(
-        self, inputs: dict[str, tuple[InputSpec, GeoTiffRasterDataset]]
-    ) -> BandStatistics:
-        given = self.hparams.statistics
-        scales = {n: spec.scale for n, (spec, _) in inputs.items()}
-        if given is not None:
-            return _given_statistics(given, {n: s.bands for n, (s, _) in inputs.items()}, scales)
-        files: dict[str, list[FileBands]] = {}
-        for name, (spec, dataset) in inputs.items():
-            files[name] = [
-                (
-                    Path(path),
-                    (spec.bands.index(band),)
-                    if band is not None
-                    else tuple(range(len(spec.bands))),
-                )
-                for path, band in dataset.band_of.items()
+    def _apply_checkpoint_statistics(self) -> None:
+        """A loaded checkpoint's statistics win over computed ones (unless typed in)."""
+        record = getattr(self, "checkpoint_sources", {}).get(self.source.name)
+        if record is None or isinstance(self.hparams.statistics, dict) or self.scene is None:
+            return
+        self.statistics = record.statistics_for(self.input_specs, self.source.name)
+        self.scene.series.set_statistics(self.statistics)
+
+    def source_records(self) -> dict[str, SourceRecord]:
+        """How this source's inputs were read: their statistics and the frame rule."""
+        if self.statistics is None:
+            return {}
+        return {
+            self.source.name: SourceRecord.of(self.input_specs, self.statistics, self.frame_rule)
+        }
+
+    def prediction_jobs(self) -> list[PredictionJob]:
+        """Whole rasters of the inputs, one per scene of the first input's files."""
+        if self._jobs is None:
+            scenes = prediction_scenes(
+                self.input_specs,
+                self.frame_rule,
+                self.hparams.crs,
+                self.hparams.res,
+                self.hparams.scene_pattern,
+                self.hparams.region,
+                self.hparams.region_crs,
+            )
+            statistics = prediction_statistics(
+                self.hparams.statistics or "checkpoint",
+                self.input_specs,
+                scenes,
+                getattr(self, "checkpoint_sources", {}),
+                own=[self.source.name],
+                wanted=self.hparams.statistics_source,
+            )
+            for scene in scenes:
+                scene.series.set_statistics(statistics)
+            self._jobs = [
+                PredictionJob(scene, self.source, self.label_spec.outputs, scene.name)  # type: ignore[arg-type]
+                for scene in scenes
             ]
-        counts = {n: len(spec.bands) for n, (spec, _) in inputs.items()}
-        paths = [p for entries in files.values() for p, _ in entries]
-        key = files_key(paths, [scales, {n: list(s.bands) for n, (s, _) in inputs.items()}])
-        folder = Path(self.hparams.statistics_cache or _DEFAULT_CACHE)
-        return cached_statistics(
-            folder / f"{key[:32]}.json",
-            key,
-            lambda: compute_band_statistics(files, counts, scales),
-        )
+        return self._jobs
 
 
 def _parse_split(split: dict[str, Any], patch_size: int) -> dict[str, Any]:
     allowed = {"by", "val", "test", "block_size"}
     if set(split) - allowed:
-        raise ValueError(
+        raise ConfigError(
             f"split has unknown keys {sorted(set(split) - allowed)}; expected {sorted(allowed)}."
         )
     if split.get("by", "spatial_blocks") != "spatial_blocks":
-        raise ValueError(f"split.by must be 'spatial_blocks', got {split['by']!r}.")
+        raise ConfigError(f"split.by must be 'spatial_blocks', got {split['by']!r}.")
     parsed = {
         "val": float(split.get("val", 0.2)),
         "test": float(split.get("test", 0.1)),
         "block_size": int(split.get("block_size", 8 * patch_size)),
     }
     if parsed["block_size"] < patch_size:
-        raise ValueError(
+        raise ConfigError(
             f"split.block_size ({parsed['block_size']} px) must be at least patch_size ({patch_size} px)."
         )
     if not (parsed["val"] >= 0 and parsed["test"] >= 0 and parsed["val"] + parsed["test"] < 1):
-        raise ValueError(
+        raise ConfigError(
             f"split.val and split.test must be >= 0 and sum to < 1, got {parsed['val']} and {parsed['test']}."
         )
     return parsed
-
-
-def _given_statistics(
-    given: dict[str, dict[str, list[float]]],
-    bands: dict[str, tuple[str, ...]],
-    scales: dict[str, float],
-) -> BandStatistics:
-    statistics = BandStatistics(scale=dict(scales))
-    for name, names in bands.items():
-        spec = given.get(name) or {}
-        if len(spec.get("mean", ())) != len(names) or len(spec.get("std", ())) != len(names):
-            raise ValueError(
-                f"statistics[{name!r}] needs 'mean' and 'std' with {len(names)} values, one per "
-                f"band ({', '.join(names)})."
-            )
-        statistics.mean[name], statistics.std[name] = list(spec["mean"]), list(spec["std"])
-    return statistics
 
 
 def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
@@ -266,7 +371,7 @@ def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
             return IntersectionDataset(a, b, spatial_only=True)
         except RuntimeError:
             names = ", ".join(d.input_name for d in datasets[: datasets.index(b)])
-            raise ValueError(
+            raise ConfigError(
                 f"{b.input_name!r} (bounds {tuple(round(v, 3) for v in b.index.total_bounds)}) "
                 f"does not intersect {names} (bounds {tuple(round(v, 3) for v in a.index.total_bounds)}) "
                 f"in space, in CRS {b.grid.crs}: check the paths and CRSs."
@@ -274,32 +379,3 @@ def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
 
     combined = reduce(meet, datasets[1:], datasets[0])
     return combined.index.geometry.union_all()
-
-
-def _frames(
-    inputs: dict[str, tuple[InputSpec, GeoTiffRasterDataset]],
-    labels: GeoTiffRasterDataset,
-    spec: LabelSpec,
-    tolerance_days: int,
-) -> list[Any]:
-    """The frames' dates: every input date (within the labels' dates when they have any).
-
-    Raises:
-        ValueError: dated labels and inputs that share no date, naming both ranges.
-    """
-    days = sorted({d for _, ds in inputs.values() for d in ds.days()})
-    if spec.outputs == "per_date":
-        if not labels.dated:
-            raise ValueError("labels.outputs 'per_date' needs dated label files (one per date).")
-        return labels.days()
-    if labels.dated and days:
-        first, last = labels.days()[0], labels.days()[-1]
-        slack = dt.timedelta(days=tolerance_days)
-        kept = [d for d in days if first - slack <= d <= last + slack]
-        if not kept:
-            raise ValueError(
-                f"Inputs and labels do not intersect in time: labels are dated {first}..{last}, "
-                f"inputs {days[0]}..{days[-1]} (date_tolerance_days={tolerance_days})."
-            )
-        return kept
-    return days or [None]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch.utils.data import Dataset
 
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.datamodules.base import BatchFormat, Split, StsunDataModule
+from stsun_lightning.data.record import SourceRecord
 
 __all__ = ["MixedDataModule"]
 
@@ -72,6 +74,16 @@ class MixedDataModule(StsunDataModule):
         for member in self.members:
             member.vocabularies = self.vocabularies
             member.setup(stage)
+
+    def source_records(self) -> dict[str, SourceRecord]:
+        """Every member's sources' records."""
+        return {n: r for member in self.members for n, r in member.source_records().items()}
+
+    def load_data_record(self, record: Mapping[str, Any] | None) -> None:
+        """Give a checkpoint's record to every member."""
+        super().load_data_record(record)
+        for member in self.members:
+            member.load_data_record(record)
 
     def datasets(self, split: Split) -> list[Dataset[Batch]]:
         """Every member's per-source datasets, in member order."""

@@ -3,15 +3,55 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from torch.utils.data import DataLoader, SequentialSampler
 
 from stsun_lightning.batch import collate_batches
+from stsun_lightning.data.datasets.scene_statistics import scene_statistics, tile_windows
+from stsun_lightning.data.datasets.scenes import Scene
 from stsun_lightning.data.datasets.windows import PredictionJob, SceneWindowDataset
+from stsun_lightning.data.io.statistics import Statistics, given_statistics
+from stsun_lightning.data.record import SourceRecord, choose_source
 from stsun_lightning.data.samplers.jobs import JobBatchSampler
+from stsun_lightning.data.spec import InputSpec
 
-__all__ = ["ScenePredictionMixin"]
+__all__ = ["ScenePredictionMixin", "StatisticsChoice", "prediction_statistics"]
+
+StatisticsChoice = dict[str, dict[str, list[float]]] | Literal["checkpoint", "rasters"]
+"""Where prediction's band statistics come from: typed in (per input ``{mean, std}``,
+physical units), the checkpoint's (what training used), or the rasters being predicted."""
+
+
+def prediction_statistics(
+    choice: StatisticsChoice | Mapping[str, Any],
+    specs: Mapping[str, InputSpec],
+    scenes: Sequence[Scene],
+    checkpoint_sources: Mapping[str, SourceRecord],
+    own: Sequence[str] = (),
+    wanted: str | None = None,
+) -> Statistics:
+    """The band statistics to predict ``scenes`` with.
+
+    Args:
+        choice: ``"checkpoint"``, ``"rasters"`` or statistics typed in.
+        specs: the inputs.
+        scenes: the scenes to predict (read for ``"rasters"``).
+        checkpoint_sources: the loaded checkpoint's record.
+        own: the datamodule's own source names (tried first in the record).
+        wanted: a source of the record named by the user.
+
+    Raises:
+        ConfigError: the checkpoint has no statistics for an input or band (naming it,
+            and the two other choices).
+    """
+    if isinstance(choice, Mapping):
+        return given_statistics(choice, {n: s.bands for n, s in specs.items()})
+    if choice == "rasters":
+        return scene_statistics([(s, b) for s in scenes for b in tile_windows(s, 256)])
+    name = choose_source(checkpoint_sources, specs, wanted, own)
+    return checkpoint_sources[name].statistics_for(specs, name)
 
 
 class ScenePredictionMixin(ABC):

@@ -1,175 +1,62 @@
-"""Rasters on disk as whole scenes to predict: files, folders or globs, any sensor.
+"""Rasters on disk as whole scenes to predict, with the same input specification as training.
 
-Each input names a sensor of the registry and where its files are. Files are grouped
-into scenes by name: ``tile_A_2021-06-01.tif`` and ``tile_A_2021-07-01.tif`` are two
-dates of scene ``tile_A`` (the date is cut out of the file name; ``scene_pattern``
-overrides the grouping). Dates come from the file name (``date_pattern``), else from
-the file's ``ACQUISITION_DATE``, ``DATE`` or ``TIFFTAG_DATETIME`` tag, else are unknown
-(the network has a learned vector for unknown dates).
+Each input is specified exactly as in :class:`~stsun_lightning.data.GeoTiffDataModule`
+(sensor, paths, bands, ``separate_files``, ``date_pattern``, ``scale``, ``nodata``,
+``resampling``) and read by the same reader. The first input's files are grouped into
+scenes by name (``tile_A_2021-06-01.tif`` and ``tile_A_2021-07-01.tif`` are two dates of
+scene ``tile_A``; ``scene_pattern`` overrides the rule); each scene is predicted on that
+input's grid (or ``crs``/``res``), and every other input (another sensor on other dates,
+a DEM in another CRS) joins wherever it meets the scene. Band statistics come from the
+checkpoint by default, exactly as training normalised.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import re
-from collections import defaultdict
-from datetime import date
-from pathlib import Path
 from typing import Any
 
 import rasterio
-import rasterio.errors
 from lightning import LightningDataModule
 
-from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
-from stsun_lightning.data.datasets.scenes import Scene, SceneInput, SceneReader
-from stsun_lightning.data.datasets.windows import PredictionJob
-from stsun_lightning.data.io.files import (
-    DEFAULT_DATE_PATTERN,
-    file_date,
-    find_raster_files,
-    gsd_m,
-    resolve_sensor,
+from stsun_lightning.data.datamodules.prediction import (
+    ScenePredictionMixin,
+    StatisticsChoice,
+    prediction_statistics,
 )
-from stsun_lightning.data.io.statistics import BandStatistics, compute_statistics
+from stsun_lightning.data.datasets.frames import FrameRule
+from stsun_lightning.data.datasets.scenes import prediction_scenes
+from stsun_lightning.data.datasets.windows import PredictionJob
+from stsun_lightning.data.record import DataRecordMixin, choose_source
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
-from stsun_lightning.data.spec import OutputKindName
+from stsun_lightning.data.spec import InputSpec, OutputKindName
+from stsun_lightning.errors import ConfigError
 
-__all__ = ["RasterPredictionDataModule", "group_scenes"]
-
-_STATISTICS_SAMPLES = 1_000_000
-
-
-def _scene_key(path: Path, scene_pattern: str | None, date_pattern: str) -> str:
-    if scene_pattern:
-        match = re.search(scene_pattern, path.stem)
-        if not match or "scene" not in match.groupdict():
-            raise ValueError(
-                f"{path.name}: scene_pattern {scene_pattern!r} does not match it "
-                "(it needs a group named 'scene')."
-            )
-        return match.group("scene")
-    key = re.sub(date_pattern, "", path.stem).strip("_-. ")
-    return key or path.parent.name
+__all__ = ["RasterPredictionDataModule"]
 
 
-def group_scenes(
-    inputs: dict[str, dict[str, Any]],
-    date_pattern: str = DEFAULT_DATE_PATTERN,
-    scene_pattern: str | None = None,
-) -> list[Scene]:
-    """Scenes from the files of every input, checked for bands, CRS and a common grid.
-
-    Args:
-        inputs: ``{name: {"sensor": ..., "paths": ..., "bands": [...] (optional)}}``; a
-            sensor is a registry name, a sensor YAML file or an inline sensor mapping.
-        date_pattern: regex with a group ``date`` found in file names.
-        scene_pattern: regex with a group ``scene``; default: the name without its date.
-
-    Returns:
-        The scenes, in name order; frames in date order.
-
-    Raises:
-        ValueError: a file without CRS, with the wrong number of bands, on another grid
-            than its scene, or inputs that cover different scenes or dates.
-    """
-    files: dict[str, dict[str, list[tuple[date | None, Path]]]] = defaultdict(dict)
-    sensors, bands, grids = {}, {}, {}
-    for name, spec in inputs.items():
-        unknown = set(spec) - {"sensor", "paths", "bands"}
-        if "sensor" not in spec or "paths" not in spec or unknown:
-            raise ValueError(
-                f"Input {name!r} needs 'sensor' (a registry name) and 'paths' (file, folder or "
-                f"glob), optionally 'bands'; got keys {sorted(spec)}."
-            )
-        sensor = resolve_sensor(spec["sensor"], name)
-        band_names = tuple(spec.get("bands") or sensor.band_names)
-        sensor.select(band_names)  # unknown band names fail here, naming the sensor
-        sensors[name], bands[name] = sensor, band_names
-        for path in find_raster_files(spec["paths"], name):
-            try:
-                dataset = rasterio.open(path)
-            except rasterio.errors.RasterioIOError as error:
-                raise ValueError(
-                    f"Input {name!r}: cannot open {path} as a raster: {error}"
-                ) from None
-            with dataset:
-                if dataset.crs is None:
-                    raise ValueError(f"{path} has no CRS: outputs could not be georeferenced.")
-                if dataset.count != len(band_names):
-                    raise ValueError(
-                        f"{path} has {dataset.count} band(s) but input {name!r} expects "
-                        f"{len(band_names)} ({', '.join(band_names)}): list the bands stored in "
-                        "the file, in order, under 'bands'."
-                    )
-                key = _scene_key(path, scene_pattern, date_pattern)
-                files[key].setdefault(name, []).append(
-                    (file_date(path, dataset, date_pattern), path)
-                )
-                grids[path] = (
-                    dataset.crs,
-                    dataset.transform,
-                    dataset.height,
-                    dataset.width,
-                    gsd_m(dataset),
-                )
-    scenes = []
-    for key in sorted(files):
-        by_input = files[key]
-        missing = [n for n in inputs if n not in by_input]
-        if missing:
-            first = next(iter(by_input.values()))[0][1]
-            raise ValueError(f"Scene {key!r} ({first.name}) has no file for input(s) {missing}.")
-        frames = {
-            n: sorted(v, key=lambda dp: (dp[0] or date.min, dp[1].name))
-            for n, v in by_input.items()
-        }
-        for name, dated in frames.items():
-            for (day, first), (other_day, second) in itertools.pairwise(dated):
-                if day is not None and day == other_day:
-                    raise ValueError(
-                        f"Input {name!r}: {first} and {second} both fall in scene {key!r} on "
-                        f"{day}; name files <scene>_<date>.tif or set scene_pattern."
-                    )
-        counts = {n: len(v) for n, v in frames.items()}
-        if len(set(counts.values())) > 1:
-            raise ValueError(f"Scene {key!r}: inputs have different numbers of dates {counts}.")
-        paths = [p for v in frames.values() for _, p in v]
-        reference = grids[paths[0]]
-        for path in paths[1:]:
-            if grids[path][:4] != reference[:4]:
-                raise ValueError(
-                    f"Scene {key!r}: {path.name} is not on the grid of {paths[0].name} "
-                    f"(CRS, transform or size differ: {grids[path][:4]} vs {reference[:4]}); "
-                    "resample the inputs of a scene to one grid first."
-                )
-        dates = tuple(d for d, _ in next(iter(frames.values())))
-        scene_inputs = {
-            n: SceneInput(sensors[n], bands[n], tuple(p for _, p in frames[n])) for n in inputs
-        }
-        _, _, height, width, gsd = reference
-        scenes.append(Scene(key, gsd, dates, scene_inputs, None, height, width))
-    return scenes
-
-
-class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
+class RasterPredictionDataModule(ScenePredictionMixin, DataRecordMixin, LightningDataModule):
     """Whole rasters to predict with ``stsun predict``, streamed window by window.
 
     Args:
-        inputs: by input name, ``{"sensor": registry name, sensor YAML file or inline
-            sensor mapping, "paths": file, folder or glob
-            (or a list of them), "bands": band names stored in each file, in order
-            (default: all of the sensor's bands)}``.
+        inputs: by input name, the input specification of training
+            (:class:`~stsun_lightning.data.spec.InputSpec`): ``{sensor, paths, bands,
+            separate_files, date_pattern, scale, nodata, resampling}``.
         task: task to run (a task the model was trained on).
         categories: category names to predict over (any subset of the model's).
         variables: regression variables to predict (instead of categories).
         outputs: "state" (at the last date), "change" (first to last date),
             "aggregate" (over the series) or "per_date" (a map per date).
-        date_pattern: regex with a group ``date`` (YYYYMMDD or YYYY-MM-DD) in file names.
-        scene_pattern: regex with a group ``scene`` grouping files into scenes.
-        statistics: per input ``{"mean": [...], "std": [...]}`` of the stored values
-            (default: computed from the rasters themselves, on about a million pixels).
+        statistics: ``"checkpoint"`` (default: what training used), ``"rasters"``
+            (computed from the rasters predicted) or per input ``{mean, std}`` in
+            physical units.
+        statistics_source: the checkpoint's source whose statistics to use (default:
+            the only one, or the one whose inputs and bands cover these).
+        date_tolerance_days: acquisitions this many days apart form one frame
+            (default: the checkpoint's frame rule).
+        crs: CRS of the output grid (default: the first input's).
+        res: pixel size of the output grid in CRS units (default: the first input's).
+        scene_pattern: regex with a group ``scene`` grouping the first input's files.
+        region: ``[left, bottom, right, top]`` to predict (default: every scene whole).
+        region_crs: CRS of ``region`` (default: each scene's grid CRS).
         window: window side in pixels.
         overlap: overlap of neighbouring windows, blended smoothly.
         batch_size: windows per forward pass.
@@ -185,9 +72,14 @@ class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
         categories: list[str] | None = None,
         variables: list[str] | None = None,
         outputs: OutputKindName = "state",
-        date_pattern: str = DEFAULT_DATE_PATTERN,
+        statistics: StatisticsChoice = "checkpoint",
+        statistics_source: str | None = None,
+        date_tolerance_days: int | None = None,
+        crs: str | None = None,
+        res: float | None = None,
         scene_pattern: str | None = None,
-        statistics: dict[str, dict[str, list[float]]] | None = None,
+        region: list[float] | None = None,
+        region_crs: str | None = None,
         window: int = 256,
         overlap: int = 64,
         batch_size: int = 4,
@@ -196,51 +88,61 @@ class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if not inputs:
+            raise ConfigError("RasterPredictionDataModule needs at least one input under 'inputs'.")
         if not 0 <= overlap < window:
-            raise ValueError(f"overlap must be in [0, window={window}), got {overlap}.")
+            raise ConfigError(f"overlap must be in [0, window={window}), got {overlap}.")
         if bool(categories) == bool(variables):
-            raise ValueError("Name either 'categories' or 'variables' to predict (exactly one).")
+            raise ConfigError("Name either 'categories' or 'variables' to predict (exactly one).")
+        if isinstance(statistics, str) and statistics not in ("checkpoint", "rasters"):
+            raise ConfigError(
+                "statistics must be 'checkpoint', 'rasters' or per-input {mean, std}, got "
+                f"{statistics!r}."
+            )
         if gdal_cache_mb is not None:
             rasterio.env.set_gdal_config("GDAL_CACHEMAX", gdal_cache_mb * 1024 * 1024)
+        self.input_specs = {n: InputSpec.parse(n, s) for n, s in inputs.items()}
         self.source = SourceInfo(
             "rasters", task, categories=tuple(categories or ()), variables=tuple(variables or ())
         )
         self.vocabularies = build_vocabularies([self.source])
         self.predict_window, self.predict_overlap = window, overlap
         self.predict_batch_size, self.predict_num_workers = batch_size, num_workers
-        self.scenes = group_scenes(inputs, date_pattern, scene_pattern)
-        self.statistics = self._statistics(statistics)
+        self.checkpoint_sources = {}
+        self._jobs: list[PredictionJob] | None = None
 
     @property
     def sources(self) -> dict[str, dict[str, Any]]:
         """The one source predicted, for ``StsunTask(sources=...)`` (linked by the CLI)."""
         return {self.source.name: self.source.to_dict()}
 
-    def _statistics(self, given: dict[str, dict[str, list[float]]] | None) -> BandStatistics:
-        names = list(self.hparams.inputs)
-        if given is None:
-            pixels = max(s.height * s.width * len(s.dates) for s in self.scenes) * len(self.scenes)
-            stride = max(1, int(math.sqrt(pixels / _STATISTICS_SAMPLES)))
-            return compute_statistics(self.scenes, dict.fromkeys(names, 1.0), stride=stride)
-        statistics = BandStatistics(scale=dict.fromkeys(names, 1.0))
-        for name in names:
-            expected = len(self.scenes[0].inputs[name].bands) if self.scenes else 0
-            spec = given.get(name)
-            if (
-                spec is None
-                or len(spec.get("mean", ())) != expected
-                or len(spec.get("std", ())) != expected
-            ):
-                raise ValueError(
-                    f"statistics[{name!r}] needs 'mean' and 'std' with {expected} values (one per band)."
-                )
-            statistics.mean[name], statistics.std[name] = list(spec["mean"]), list(spec["std"])
-        return statistics
+    def frame_rule(self) -> FrameRule:
+        """The frame rule: as given, else the checkpoint's, else no tolerance."""
+        tolerance = self.hparams.date_tolerance_days
+        if tolerance is not None:
+            return FrameRule(tolerance)
+        if self.checkpoint_sources and self.hparams.statistics == "checkpoint":
+            name = choose_source(
+                self.checkpoint_sources, self.input_specs, self.hparams.statistics_source
+            )
+            return self.checkpoint_sources[name].frames
+        return FrameRule()
 
     def prediction_jobs(self) -> list[PredictionJob]:
-        """Every scene, read with the rasters' statistics, predicted as configured."""
-        reader = SceneReader(self.statistics)
-        return [
-            PredictionJob(scene, reader, self.source, self.hparams.outputs, scene.name)
-            for scene in self.scenes
-        ]
+        """Every scene, normalised as training did (or as configured)."""
+        if self._jobs is None:
+            hp = self.hparams
+            scenes = prediction_scenes(
+                self.input_specs, self.frame_rule(), hp.crs, hp.res, hp.scene_pattern,
+                hp.region, hp.region_crs,
+            )  # fmt: skip
+            statistics = prediction_statistics(
+                hp.statistics, self.input_specs, scenes, self.checkpoint_sources,
+                wanted=hp.statistics_source,
+            )  # fmt: skip
+            for scene in scenes:
+                scene.series.set_statistics(statistics)
+            self._jobs = [
+                PredictionJob(scene, self.source, hp.outputs, scene.name) for scene in scenes
+            ]
+        return self._jobs

@@ -1,4 +1,9 @@
-"""The datamodule of the built-in synthetic world: every source, one model."""
+"""The datamodule of the built-in synthetic world: every source, one model.
+
+SpectralWorld's files are read like any user's rasters: each scene's inputs become an
+input specification, read as one series on the label's grid by the same reader that
+:class:`~stsun_lightning.data.GeoTiffDataModule` and prediction use.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,31 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from stsun_lightning.batch import Batch, Modality
+from stsun_lightning.batch import Batch
 from stsun_lightning.data.datamodules.base import BatchFormat, Split, StsunDataModule
 from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
-from stsun_lightning.data.datasets.scenes import Scene, SceneInput, ScenePatchDataset, SceneReader
+from stsun_lightning.data.datasets.frames import FrameRule
+from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset
+from stsun_lightning.data.datasets.labels import LabelRaster
+from stsun_lightning.data.datasets.patches import PatchRef, ScenePatchDataset
+from stsun_lightning.data.datasets.scene_statistics import scene_statistics, tile_windows
+from stsun_lightning.data.datasets.scenes import Scene, build_series
 from stsun_lightning.data.datasets.windows import PredictionJob
 from stsun_lightning.data.datasets.world.world import SpectralWorld
-from stsun_lightning.data.io.statistics import BandStatistics, load_or_compute_statistics
-from stsun_lightning.data.sensors import get_sensor
+from stsun_lightning.data.io.grid import Extent, grid_of
+from stsun_lightning.data.io.statistics import Statistics, cached_statistics, files_key
+from stsun_lightning.data.record import SourceRecord
+from stsun_lightning.data.sensors import Modality, get_sensor
 from stsun_lightning.data.sources import SourceInfo
+from stsun_lightning.data.spec import InputSpec, LabelSpec
 
 __all__ = ["SpectralWorldDataModule"]
 
 _OPTICAL_SCALE = 1e-4  # reflectance is stored as uint16 × 10000
+_FRAMES = FrameRule()  # every input of a world scene shares its dates
 
 
 class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
@@ -75,6 +90,10 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         ]
         self.predict_window, self.predict_overlap = predict_window, predict_overlap
         self.predict_batch_size, self.predict_num_workers = batch_size, num_workers
+        self._scenes: dict[tuple[str, str], list[Scene]] = {}
+        self._statistics: dict[str, Statistics] = {}
+        self.train_sets: list[Dataset[Batch]] = []
+        self.val_sets: list[Dataset[Batch]] = []
 
     @staticmethod
     def _source_info(name: str, spec: dict[str, Any]) -> SourceInfo:
@@ -84,84 +103,152 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             return SourceInfo(name, spec["task"], categories=tuple(n for _, n in ordered))
         return SourceInfo(name, spec["task"], variables=tuple(label["variables"]))
 
-    def scenes(self, source: str, split: str) -> list[Scene]:
-        """The scenes of ``source`` in ``split`` ("train" or "val")."""
+    def input_specs(self, source: str) -> dict[str, InputSpec]:
+        """The input specification of a source's inputs (their files are per scene)."""
         spec = self.manifest["sources"][source]
-        scenes = []
-        for entry in spec["scenes"]:
-            if entry["split"] != split:
-                continue
-            inputs = {
-                name: SceneInput(
-                    get_sensor(info["sensor"]),
-                    tuple(info["bands"]),
-                    tuple(self.root / f for f in entry["files"][name]),
-                )
-                for name, info in spec["inputs"].items()
-            }
-            size = self.manifest["scene_size"]
-            label = self.root / entry["label"] if entry.get("label") else None
-            dates = tuple(date.fromisoformat(d) for d in entry["dates"])
-            scenes.append(
-                Scene(entry["name"], float(entry["gsd_m"]), dates, inputs, label, size, size)
+        specs = {}
+        for name, info in spec["inputs"].items():
+            sensor = get_sensor(info["sensor"])
+            optical = sensor.bands[0].modality == Modality.OPTICAL
+            specs[name] = InputSpec(
+                name, sensor, (), tuple(info["bands"]), scale=_OPTICAL_SCALE if optical else 1.0
             )
+        return specs
+
+    def _label_spec(self, source: str) -> LabelSpec:
+        spec = self.manifest["sources"][source]
+        label = spec["label"]
+        if label["kind"] == "classes":
+            classes = {int(v): n for v, n in label["classes"].items()}
+            return LabelSpec(
+                (), spec["task"], classes, (), tuple(label.get("ignore_values", ())),
+                spec["outputs"],
+            )  # fmt: skip
+        return LabelSpec((), spec["task"], None, tuple(label["variables"]), (), spec["outputs"])
+
+    def scenes(self, source: str, split: str) -> list[Scene]:
+        """The scenes of ``source`` in ``split`` ("train" or "val"), read as series."""
+        key = (source, split)
+        if key not in self._scenes:
+            self._scenes[key] = [
+                self._scene(source, entry)
+                for entry in self.manifest["sources"][source]["scenes"]
+                if entry["split"] == split
+            ]
+        return self._scenes[key]
+
+    def _scene(self, source: str, entry: dict[str, Any]) -> Scene:
+        label_path = self.root / entry["label"]
+        grid = grid_of(label_path)
+        specs = self.input_specs(source)
+        files = {n: tuple(self.root / f for f in entry["files"][n]) for n in specs}
+        series = build_series(specs, files, grid, _FRAMES)
+        label_spec = self._label_spec(source)
+        label_data = GeoTiffRasterDataset(
+            [label_path], label_spec.variables or ("label",), grid, is_image=False, name="labels"
+        )
+        info = next(s for s in self.source_infos if s.name == source)
+        size = int(self.manifest["scene_size"])
+        extent = Extent(grid, grid.origin[0], grid.origin[1], size, size)
+        labels = LabelRaster(label_data, label_spec, info, series.frames)
+        expected = tuple(date.fromisoformat(d) for d in entry["dates"])
+        if tuple(f.day for f in series.frames) != expected:
+            raise RuntimeError(
+                f"SpectralWorld scene {entry['name']} of {source}: the files' dates "
+                f"{[f.day for f in series.frames]} differ from the manifest's {expected}."
+            )
+        return Scene(entry["name"], series, extent, labels, files)
+
+    def _source_statistics(self, source: str) -> Statistics:
+        """A loaded checkpoint's statistics, else those of the training scenes (cached)."""
+        record = self.checkpoint_sources.get(source)
+        if record is not None:
+            return record.statistics_for(self.input_specs(source), source)
+        if source not in self._statistics:
+            scenes = self.scenes(source, "train")
+            windows = [(s, b) for s in scenes for b in tile_windows(s, self.hparams.patch_size)]
+            paths = [p for s in scenes for files in s.files.values() for p in files]
+            specs = {
+                n: [s.sensor.name, list(s.bands), s.scale]
+                for n, s in self.input_specs(source).items()
+            }
+            key = files_key(paths, [specs, self.hparams.patch_size])
+            self._statistics[source] = cached_statistics(
+                self.root / "statistics" / f"{source}.json",
+                key,
+                lambda: scene_statistics(windows, seed=self.hparams.seed),
+            )
+        return self._statistics[source]
+
+    def _normalised(self, source: str, split: str) -> list[Scene]:
+        scenes = self.scenes(source, split)
+        statistics = self._source_statistics(source)
+        for scene in scenes:
+            scene.series.set_statistics(statistics)
         return scenes
 
-    def _statistics(self, source: SourceInfo) -> BandStatistics:
-        """Band statistics of the source's training scenes (cached beside the world)."""
-        spec = self.manifest["sources"][source.name]
-        scales = {
-            name: _OPTICAL_SCALE
-            if get_sensor(info["sensor"]).bands[0].modality == Modality.OPTICAL
-            else 1.0
-            for name, info in spec["inputs"].items()
-        }
-        return load_or_compute_statistics(
-            self.root / "statistics" / f"{source.name}.json",
-            self.scenes(source.name, "train"),
-            scales,
-        )
-
-    def _dataset(self, source: SourceInfo, split: str, mode: str) -> ScenePatchDataset:
-        spec = self.manifest["sources"][source.name]
-        statistics = self._statistics(source)
-        label = spec["label"]
-        classes = {int(v): n for v, n in label.get("classes", {}).items()}
+    def _dataset(self, source: SourceInfo, split: str) -> ScenePatchDataset:
+        scenes = self._normalised(source.name, split)
+        p = self.hparams.patch_size
+        patches = []
+        for index, scene in enumerate(scenes):
+            extent = scene.extent
+            if split == "train":
+                rng = np.random.default_rng((self.hparams.seed, index))
+                count = self.hparams.samples_per_scene
+                rows = rng.integers(0, extent.height - p + 1, count)
+                cols = rng.integers(0, extent.width - p + 1, count)
+                starts = list(zip(rows.tolist(), cols.tolist(), strict=True))
+            else:
+                starts = [
+                    (r, c)
+                    for r in range(0, extent.height - p + 1, p)
+                    for c in range(0, extent.width - p + 1, p)
+                ]
+            rx, ry = extent.grid.res
+            patches += [
+                PatchRef(index, extent.left + c * rx, extent.top - r * ry) for r, c in starts
+            ]
         return ScenePatchDataset(
-            self.scenes(source.name, split),
+            scenes,
             source,
             self.vocabularies,
-            classes,
-            tuple(label.get("ignore_values", ())),
-            spec["outputs"],
-            statistics,
-            self.hparams.patch_size,
-            mode=mode,
-            samples_per_scene=self.hparams.samples_per_scene,
+            patches,
+            p,
+            self.manifest["sources"][source.name]["outputs"],
+            augment=split == "train",
             seed=self.hparams.seed,
         )
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets of every source for the stage."""
-        if stage in (None, "fit"):
-            self.train_sets = [self._dataset(s, "train", "random") for s in self.source_infos]
-        self.val_sets = [self._dataset(s, "val", "grid") for s in self.source_infos]
+        """Index every source's scenes (their statistics are applied when loaders are built)."""
+        splits = ("train", "val") if stage in (None, "fit") else ("val",)
+        for source in self.source_infos:
+            for split in splits:
+                self.scenes(source.name, split)
 
     def datasets(self, split: Split) -> list[Dataset[Batch]]:
         """Per source: random training patches, or a grid over the validation scenes.
 
         The synthetic world has no separate test split: "test" is the validation split.
         """
-        return list(self.train_sets if split == "train" else self.val_sets)
+        which = "train" if split == "train" else "val"
+        return [self._dataset(s, which) for s in self.source_infos]
+
+    def source_records(self) -> dict[str, SourceRecord]:
+        """Per source, its inputs' statistics and the frame rule."""
+        return {
+            s.name: SourceRecord.of(
+                self.input_specs(s.name), self._source_statistics(s.name), _FRAMES
+            )
+            for s in self.source_infos
+        }
 
     def prediction_jobs(self) -> list[PredictionJob]:
         """Every validation scene of every source, whole, with the source's own request."""
         jobs = []
         for source in self.source_infos:
-            reader = SceneReader(self._statistics(source))
             outputs = self.manifest["sources"][source.name]["outputs"]
-            for scene in self.scenes(source.name, "val"):
-                jobs.append(
-                    PredictionJob(scene, reader, source, outputs, f"{source.name}/{scene.name}")
-                )
+            for scene in self._normalised(source.name, "val"):
+                jobs.append(PredictionJob(scene, source, outputs, f"{source.name}/{scene.name}"))
         return jobs

@@ -46,7 +46,7 @@ from stsun_lightning.data.io.files import (
 from stsun_lightning.data.io.grid import Grid, RasterLayout, _GridOpener, read_on_grid
 from stsun_lightning.data.io.handles import Handles
 
-__all__ = ["GeoTiffRasterDataset", "files_of"]
+__all__ = ["GeoTiffRasterDataset", "band_token", "files_of"]
 
 
 class GeoTiffRasterDataset(RasterDataset):
@@ -152,7 +152,7 @@ class GeoTiffRasterDataset(RasterDataset):
             static = interval.left == pd.Timestamp.min
             self.day_of[path] = None if static else interval.left.date()
             if self.separate_files:
-                self.band_of[path] = _band_token(Path(path), self.file_bands)
+                self.band_of[path] = band_token(Path(path), self.file_bands)
                 continue
             count = self._checked.get(path)
             if self.is_image and count is not None and count != len(self.file_bands):
@@ -209,33 +209,48 @@ class GeoTiffRasterDataset(RasterDataset):
         return self._mosaic(hits, bounds, self._shape(bounds))
 
     def read(
-        self, bounds: tuple[float, float, float, float], days: Sequence[date | None]
+        self,
+        bounds: tuple[float, float, float, float],
+        frames: Sequence[Sequence[date]],
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Read ``bounds`` (on the grid) at each of ``days``.
+        """Read ``bounds`` (on the grid) at each frame.
 
         Args:
             bounds: ``(left, bottom, right, top)`` in the grid's CRS, on pixel edges.
-            days: the frames to read; static (undated) files fill every frame.
+            frames: per frame, the dates of this input's files that make it up, the
+                first painted first (an empty entry: no acquisition at that frame);
+                static (undated) files fill every frame where it has no data.
+            out: (T, C, h, w) float32 array to read into (default: a new one).
 
         Returns:
-            (T, C, h, w) float32, NaN where there is no data (a date without a file, a
+            (T, C, h, w) float32, NaN where there is no data (a frame without a file, a
             band missing on a date, nodata, outside the files).
         """
         shape = self._shape(bounds)
-        frames = np.empty((len(days), len(self.file_bands), *shape), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(frames), len(self.file_bands), *shape), dtype=np.float32)
         by_day: dict[date | None, list[str]] = {}
         for path in self._hits(bounds):
             by_day.setdefault(self.day_of[path], []).append(path)
         static = self._mosaic(by_day.pop(None), bounds, shape) if None in by_day else None
-        for t, day in enumerate(days):
-            paths = by_day.get(day, [])
+        for t, days in enumerate(frames):
+            paths = [p for day in days for p in by_day.get(day, [])]
             if len(paths) == 1 and self.band_of[paths[0]] is None:
-                self._read(paths[0], bounds, shape, frames[t])  # straight into the frame
+                self._read(paths[0], bounds, shape, out[t])  # straight into the frame
             else:
-                frames[t] = self._mosaic(paths, bounds, shape)
+                out[t] = self._mosaic(paths, bounds, shape)
             if static is not None:
-                np.copyto(frames[t], static, where=np.isnan(frames[t]))
-        return frames
+                np.copyto(out[t], static, where=np.isnan(out[t]))
+        return out
+
+    def files_under(self, bounds: tuple[float, float, float, float]) -> list[str]:
+        """The files whose footprint meets ``bounds`` (grid CRS)."""
+        return self._hits(bounds)
+
+    def read_file(self, path: str, bounds: tuple[float, float, float, float]) -> np.ndarray:
+        """(c, h, w): one file's values in ``bounds`` on the grid (NaN = no data)."""
+        return self._read(path, bounds, self._shape(bounds))
 
     def _read(
         self,
@@ -284,7 +299,7 @@ class GeoTiffRasterDataset(RasterDataset):
         if not self._hits(bounds):
             raise IndexError(f"Query {bounds} holds no file of input {self.input_name!r}.")
         in_time = [d for d in self.days() if t.start <= pd.Timestamp(d) <= t.stop] or [None]
-        data = torch.from_numpy(self.read(bounds, in_time))
+        data = torch.from_numpy(self.read(bounds, [[d] if d else [] for d in in_time]))
         sample: dict[str, Any] = {
             "dates": torch.tensor([days_since_epoch(d) for d in in_time], dtype=torch.float64),
             "bounds": self._slice_to_tensor(index),
@@ -299,7 +314,7 @@ class GeoTiffRasterDataset(RasterDataset):
         return sample
 
 
-def _band_token(path: Path, bands: Sequence[str]) -> str | None:
+def band_token(path: Path, bands: Sequence[str]) -> str | None:
     """The band whose name is a token of the file name (between ``_ - .`` or the ends)."""
     tokens = set(re.split(r"[_.\-\s]+", path.stem))
     found = [b for b in bands if b in tokens]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -11,57 +11,47 @@ from torch import Tensor
 
 from stsun_lightning.batch import Batch, OutputKind
 
-__all__ = ["label_lookup", "label_target", "target_tensor", "window_batch"]
+__all__ = ["class_target", "label_lookup", "target_tensor", "value_target", "window_batch"]
 
 
 def label_lookup(
-    classes: dict[int, str], ignore_values: tuple[float, ...], categories: tuple[str, ...]
+    classes: Mapping[int, str], ignore_values: Sequence[float], categories: Sequence[str]
 ) -> dict[int, int]:
     """Label value -> index into ``categories`` (-1 for ignored values)."""
-    lut = {int(v): categories.index(name) for v, name in classes.items()}
+    lut = {int(v): list(categories).index(name) for v, name in classes.items()}
     lut.update({int(v): -1 for v in ignore_values})
     return lut
 
 
-def label_target(
-    raw: np.ndarray,
-    lut: dict[int, int] | None,
-    ignore_values: tuple[float, ...],
-    path: Path,
-    source: str,
-) -> np.ndarray:
-    """Raw label values as a target.
+def class_target(values: np.ndarray, lut: Mapping[int, int]) -> tuple[np.ndarray, int | None]:
+    """Class labels as class indices.
 
     Args:
-        raw: (..., h, w) label values as stored.
-        lut: value -> class index (-1 = ignore) for class labels; None for values.
-        ignore_values: values that mean "no label" (for value labels).
-        path: the label file (named in errors).
-        source: the source name (named in errors).
+        values: (..., h, w) integer label values.
+        lut: value -> class index (-1 = ignore), see :func:`label_lookup`.
 
     Returns:
-        int64 class indices (-1 = ignore), or float32 values (NaN = ignore).
-
-    Raises:
-        ValueError: a value that is neither a declared class nor ignored, naming the
-            value, the file and the declared values.
+        int64 class indices (-1 = ignore) and the first value that is neither a declared
+        class nor ignored (None when there is none); such values map to -1.
     """
-    if lut is None:
-        return np.where(np.isin(raw, ignore_values), np.nan, raw).astype(np.float32)
-    values = np.asarray(raw).astype(np.int64, copy=False)
+    values = np.asarray(values).astype(np.int64, copy=False)
     low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
     lookup = np.full(high - low + 1, -2, dtype=np.int64)  # -2: undeclared
     for value, index in lut.items():
         if low <= value <= high:
             lookup[value - low] = index
     target = lookup[values - low]
-    if bool((target == -2).any()):
-        value = int(values[target == -2][0])
-        raise ValueError(
-            f"Label value {value} in {path} is not a declared class of source "
-            f"{source!r} (declared values: {sorted(lut)}); declare it or add it to ignore_values."
-        )
-    return target
+    undeclared = target == -2
+    if bool(undeclared.any()):
+        first = int(values[undeclared][0])
+        target[undeclared] = -1
+        return target, first
+    return target, None
+
+
+def value_target(raw: np.ndarray, ignore_values: Sequence[float]) -> np.ndarray:
+    """Value labels as float32 targets, NaN where ignored or without data."""
+    return np.where(np.isin(raw, list(ignore_values)), np.nan, raw).astype(np.float32)
 
 
 def window_batch(
@@ -77,6 +67,7 @@ def window_batch(
     source: str,
     target: np.ndarray | None = None,
     time_mask: np.ndarray | None = None,
+    band_mask: np.ndarray | None = None,
 ) -> Batch:
     """A one-item batch of a window.
 
@@ -96,6 +87,7 @@ def window_batch(
         target: labels (long, -1 ignored) as (h', w') or (To, h', w'); values (float,
             NaN ignored) as (h', w'), (To, h', w') or (To, V, h', w'); or None.
         time_mask: (T,) bool real frames (default: all).
+        band_mask: (T, C) bool bands with data at each frame (default: all).
 
     Returns:
         The batch, B = 1, To = 1 (T for "per_date").
@@ -118,7 +110,9 @@ def window_batch(
         wavelength_nm=torch.cat([m["wavelength_nm"] for m in metadata])[None],
         bandwidth_nm=torch.cat([m["bandwidth_nm"] for m in metadata])[None],
         modality=torch.cat([m["modality"] for m in metadata])[None],
-        band_mask=torch.ones(1, image.shape[1], dtype=torch.bool),
+        band_mask=torch.ones(1, image.shape[1], dtype=torch.bool)
+        if band_mask is None
+        else torch.from_numpy(np.asarray(band_mask, dtype=bool).any(0))[None],
         gsd_m=torch.tensor([gsd_m], dtype=torch.float32),
         dates=torch.tensor([dates], dtype=torch.float32),
         time_mask=torch.from_numpy(real)[None],

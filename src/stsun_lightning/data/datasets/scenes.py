@@ -1,245 +1,231 @@
-"""Scenes of aligned GeoTIFFs (inputs per date, and a label) read as patches.
+"""Scenes: places whose inputs are read as one series, built the same way in every stage.
 
-A scene is a set of rasters on one grid: for each input (a sensor and its bands) one
-multi-band GeoTIFF per date, and optionally a label raster. Patches are read window by
-window with rasterio; file handles are opened lazily in each process, never shared
-with DataLoader workers forked after they were opened.
+A :class:`Scene` is a series of inputs on one grid (:class:`RasterSeries`), the extent it
+covers on that grid, and optionally the labels of a source. Training builds one on the
+labels' grid; prediction builds one per scene of the first input's files, on that
+input's grid (or ``crs``/``res``); SpectralWorld one per scene of the world. All three go
+through :func:`build_series`, so the frame rule, the alignment and the nodata rule are
+the same code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
-from rasterio.windows import Window
-from torch.utils.data import Dataset
+import rasterio
+import rasterio.errors
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
 
-from stsun_lightning.batch import Batch
-from stsun_lightning.data.datasets.items import label_lookup, label_target, window_batch
-from stsun_lightning.data.io.files import days_since_epoch
-from stsun_lightning.data.io.handles import Handles
-from stsun_lightning.data.io.statistics import BandStatistics
-from stsun_lightning.data.sensors import Sensor
-from stsun_lightning.data.sources import SourceInfo
-from stsun_lightning.data.transforms.augment import augment_patch
+from stsun_lightning.data.datasets.frames import FrameRule
+from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, band_token, files_of
+from stsun_lightning.data.datasets.labels import LabelRaster
+from stsun_lightning.data.datasets.series import RasterSeries
+from stsun_lightning.data.io.grid import Extent, Grid, grid_of
+from stsun_lightning.data.io.statistics import Statistics
+from stsun_lightning.data.spec import InputSpec
+from stsun_lightning.errors import ConfigError
 
-__all__ = ["Scene", "SceneInput", "ScenePatchDataset", "SceneReader", "scene_batch"]
+__all__ = ["Scene", "build_series", "prediction_scenes", "scene_key"]
 
-
-@dataclass(frozen=True)
-class SceneInput:
-    """One input of a scene: a sensor, the bands in the files, and one file per date."""
-
-    sensor: Sensor
-    bands: tuple[str, ...]
-    files: tuple[Path, ...]
+Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
 class Scene:
-    """Aligned rasters of one place.
+    """A place, its inputs read as one series, and optionally its labels.
 
     Attributes:
-        name: scene name.
-        gsd_m: metres per pixel of the grid.
-        dates: acquisition date of each frame (None where unknown).
-        inputs: inputs by name, each with one file per date.
-        label: label raster, or None.
-        height: rows of the grid.
-        width: columns of the grid.
+        name: the scene's name (output file stem at prediction).
+        series: its inputs on one grid.
+        extent: the raster it covers on the series' grid.
+        labels: the labels of one source, or None.
+        files: per input, the files it was built from (for statistics cache keys).
     """
 
     name: str
-    gsd_m: float
-    dates: tuple[date | None, ...]
-    inputs: dict[str, SceneInput]
-    label: Path | None
-    height: int
-    width: int
+    series: RasterSeries
+    extent: Extent
+    labels: LabelRaster | None = None
+    files: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def gsd_m(self) -> float:
+        """Metres per pixel of the scene's grid."""
+        return self.extent.gsd_m()
 
 
-class SceneReader:
-    """Reads normalised windows of a scene's inputs, from any process.
+def build_series(
+    specs: Mapping[str, InputSpec],
+    files: Mapping[str, Sequence[Path]],
+    grid: Grid,
+    rule: FrameRule,
+    label_days: Sequence = (),
+    per_date: bool = False,
+    statistics: Statistics | None = None,
+) -> RasterSeries:
+    """Every input's files as one series on ``grid``, with the frames of ``rule``.
 
     Args:
-        statistics: band normalisation of each input.
-    """
+        specs: the inputs, by name, in channel order.
+        files: per input, its files.
+        grid: the grid to read onto.
+        rule: the frame rule.
+        label_days: dates of dated label files (training), else empty.
+        per_date: labels with one map per date.
+        statistics: band statistics (physical units), or None to set later.
 
-    def __init__(self, statistics: BandStatistics) -> None:
-        self.statistics = statistics
-        self.handles = Handles()
-        # Per input: (scale, mean (C, 1, 1), std (C, 1, 1)), built once, not per window.
-        self._normalisation = {
-            name: (
-                np.float32(statistics.scale[name]),
-                np.asarray(statistics.mean[name], np.float32)[:, None, None],
-                np.asarray(statistics.std[name], np.float32)[:, None, None],
+    Raises:
+        ConfigError: a file that cannot be read, without CRS, with the wrong band
+            count, or dated labels that no input meets in time (naming file and input).
+    """
+    datasets = {
+        name: (
+            spec,
+            GeoTiffRasterDataset(
+                files[name],
+                spec.bands,
+                grid,
+                spec.separate_files,
+                spec.date_pattern,
+                resampling=spec.resampling,
+                nodata=spec.nodata,
+                name=name,
+            ),
+        )
+        for name, spec in specs.items()
+    }
+    frames = rule.frames({n: d.days() for n, (_, d) in datasets.items()}, label_days, per_date)
+    return RasterSeries(datasets, frames, grid, statistics)
+
+
+def scene_key(path: Path, spec: InputSpec, scene_pattern: str | None = None) -> str:
+    """The scene a file of ``spec`` belongs to: its name without date (and band token).
+
+    Args:
+        path: the file.
+        spec: its input (date pattern; band names for ``separate_files``).
+        scene_pattern: a regex with a group ``scene`` that overrides the rule.
+
+    Raises:
+        ConfigError: ``scene_pattern`` does not match the file name.
+    """
+    if scene_pattern:
+        match = re.search(scene_pattern, path.stem)
+        if not match or match.groupdict().get("scene") is None:
+            raise ConfigError(
+                f"{path.name}: scene_pattern {scene_pattern!r} does not match it "
+                "(it needs a group named 'scene')."
             )
-            for name in statistics.mean
-        }
-
-    def read(self, scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read one window of every input and date.
-
-        Windows may reach past the raster's edges; what lies outside is invalid.
-
-        Args:
-            scene: the scene.
-            window: the window in the scene's grid.
-
-        Returns:
-            image (T, C, h, w) float32 normalised (NaN where invalid) and valid (h, w) bool,
-            True where every band of every date has data.
-        """
-        shape = (int(window.height), int(window.width))
-        frames, valid = [], np.ones(shape, dtype=bool)
-        for t in range(len(scene.dates)):
-            bands = []
-            for name, scene_input in scene.inputs.items():
-                reader = self.handles.get(scene_input.files[t])
-                raw = reader.read(window=window, masked=True, boundless=True).astype(np.float32)
-                data = raw.filled(np.nan)
-                valid &= ~np.ma.getmaskarray(raw).any(0) & np.isfinite(data).all(0)
-                scale, mean, std = self._normalisation[name]
-                bands.append((data * scale - mean) / std)
-            frames.append(np.concatenate(bands, 0))
-        return np.stack(frames), valid
+        return match.group("scene")
+    stem = re.sub(spec.date_pattern, "", path.stem)
+    if spec.separate_files and (band := band_token(path, spec.bands)) is not None:
+        stem = re.sub(rf"(^|[_.\-\s]){re.escape(band)}(?=$|[_.\-\s])", r"\1", stem)
+    key = re.sub(r"[_.\-\s]{2,}", "_", stem).strip("_-. ")
+    return key or path.parent.name
 
 
-class ScenePatchDataset(Dataset[Batch]):
-    """Patches of scenes of one source, each a one-item :class:`Batch`.
+def _footprint(path: Path, name: str, crs: CRS | None) -> Bounds:
+    """``(left, bottom, right, top)`` of a raster in ``crs`` (None: its own CRS)."""
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise ConfigError(
+                    f"Input {name!r}: {path} has no CRS; outputs could not be georeferenced."
+                )
+            return tuple(src.bounds) if crs is None else transform_bounds(src.crs, crs, *src.bounds)
+    except rasterio.errors.RasterioIOError as error:
+        raise ConfigError(
+            f"Input {name!r}: cannot open {path} as a raster (corrupt or truncated?): {error}"
+        ) from None
+
+
+def _meets(a: Bounds, b: Bounds) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def prediction_scenes(
+    specs: Mapping[str, InputSpec],
+    rule: FrameRule,
+    crs: str | None = None,
+    res: float | None = None,
+    scene_pattern: str | None = None,
+    region: Sequence[float] | None = None,
+    region_crs: str | None = None,
+) -> list[Scene]:
+    """The scenes to predict: one per scene of the first input's files.
+
+    Files of the first input are grouped into scenes by :func:`scene_key`; each scene is
+    read on the grid of its first file (or ``crs``/``res``) over the union of its files'
+    footprints, optionally cut to ``region``. The other inputs join with every file that
+    meets the scene, in any CRS and resolution.
 
     Args:
-        scenes: the scenes (all of one source).
-        source: what the source offers (task, categories or variables).
-        vocabularies: ``{"tasks", "categories", "variables"}`` name lists of the model.
-        label_classes: label value -> category name (class labels only).
-        ignore_values: label values that mean "no label".
-        outputs: ``"state"`` (state at the last date), ``"change"`` (first to last date)
-            or ``"aggregate"``.
-        statistics: band normalisation of each input.
-        patch_size: side of a patch in pixels.
-        mode: ``"random"`` windows (``samples_per_scene`` of them per scene, augmented
-            by flips and rotations) or a ``"grid"`` of non-overlapping windows.
-        samples_per_scene: random windows per scene.
-        seed: seed of the random windows.
-        augment: random flips and 90° rotations (random mode only).
+        specs: the inputs, by name; the first one defines the scenes and their grid.
+        rule: the frame rule.
+        crs: CRS of the output grid (default: the first input's).
+        res: pixel size of the output grid in CRS units (default: the first input's).
+        scene_pattern: a regex with a group ``scene`` grouping files into scenes.
+        region: ``(left, bottom, right, top)``: predict only there.
+        region_crs: CRS of ``region`` (default: each scene's grid CRS).
+
+    Returns:
+        The scenes in name order, without statistics (set them on each series).
+
+    Raises:
+        ConfigError: a file that cannot be read or has no CRS, an input with no file
+            meeting a scene, or a region that meets no scene.
     """
-
-    def __init__(
-        self,
-        scenes: list[Scene],
-        source: SourceInfo,
-        vocabularies: dict[str, list[str]],
-        label_classes: dict[int, str],
-        ignore_values: tuple[float, ...],
-        outputs: Literal["state", "change", "aggregate"],
-        statistics: BandStatistics,
-        patch_size: int,
-        mode: Literal["random", "grid"] = "random",
-        samples_per_scene: int = 64,
-        seed: int = 0,
-        augment: bool = True,
-    ) -> None:
-        self.scenes = scenes
-        self.source = source
-        self.patch_size = patch_size
-        self.outputs = outputs
-        self.augment = augment and mode == "random"
-        self.seed = seed
-        self.task_row = vocabularies["tasks"].index(source.task)
-        self.category_rows = [vocabularies["categories"].index(c) for c in source.categories]
-        self.variable_rows = [vocabularies["variables"].index(v) for v in source.variables]
-        self.label_lut = (
-            self._label_lut(label_classes, ignore_values) if source.is_classification else None
+    (first, reference), *_ = specs.items()
+    footprint = functools.cache(_footprint)  # scenes share the other inputs' files
+    files = {name: files_of(spec.paths, name) for name, spec in specs.items()}
+    groups: dict[str, list[Path]] = {}
+    for path in files[first]:
+        groups.setdefault(scene_key(path, reference, scene_pattern), []).append(path)
+    scenes = []
+    for key in sorted(groups):
+        native = footprint(groups[key][0], first, None)  # names the input if unreadable
+        grid = grid_of(groups[key][0], crs, res)
+        footprints = [native if i == 0 and crs is None else footprint(p, first, grid.crs)
+                      for i, p in enumerate(groups[key])]  # fmt: skip
+        bounds = (
+            min(f[0] for f in footprints),
+            min(f[1] for f in footprints),
+            max(f[2] for f in footprints),
+            max(f[3] for f in footprints),
         )
-        self.ignore_values = ignore_values
-        self.windows = self._windows(mode, samples_per_scene)
-        self.reader = SceneReader(statistics)
-
-    def _label_lut(self, classes: dict[int, str], ignore: tuple[float, ...]) -> dict[int, int]:
-        return label_lookup(classes, ignore, self.source.categories)
-
-    def _windows(self, mode: str, samples_per_scene: int) -> list[tuple[int, int, int]]:
-        p = self.patch_size
-        windows = []
-        for i, scene in enumerate(self.scenes):
-            if mode == "grid":
-                windows += [
-                    (i, r, c)
-                    for r in range(0, scene.height - p + 1, p)
-                    for c in range(0, scene.width - p + 1, p)
-                ]
-            else:
-                rng = np.random.default_rng((self.seed, i))
-                rows = rng.integers(0, scene.height - p + 1, samples_per_scene)
-                cols = rng.integers(0, scene.width - p + 1, samples_per_scene)
-                windows += [(i, int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
-        return windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> Batch:
-        scene_index, row, col = self.windows[index]
-        scene = self.scenes[scene_index]
-        window = Window(col, row, self.patch_size, self.patch_size)
-        image, valid = self.reader.read(scene, window)
-        target = self._read_label(scene, window)
-        if target is not None:  # no label where the input has no data
-            target[~valid] = -1 if self.label_lut is not None else np.nan
-        if self.augment:
-            image, valid, target = augment_patch((self.seed, 7, index), image, valid, target)
-        return self._batch(scene, image, valid, target)
-
-    def _read_label(self, scene: Scene, window: Window) -> np.ndarray | None:
-        if scene.label is None:
-            return None
-        raw = self.reader.handles.get(scene.label).read(1, window=window)
-        return label_target(raw, self.label_lut, self.ignore_values, scene.label, self.source.name)
-
-    def _batch(
-        self, scene: Scene, image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
-    ) -> Batch:
-        rows = self.category_rows if self.source.is_classification else self.variable_rows
-        return scene_batch(
-            scene,
-            image,
-            valid,
-            self.task_row,
-            self.outputs,
-            rows,
-            self.source.is_classification,
-            self.source.name,
-            target,
+        if region is not None:
+            wanted = tuple(region)
+            if region_crs is not None:
+                wanted = transform_bounds(CRS.from_user_input(region_crs), grid.crs, *wanted)
+            if not _meets(bounds, wanted):
+                continue
+            bounds = (
+                max(bounds[0], wanted[0]),
+                max(bounds[1], wanted[1]),
+                min(bounds[2], wanted[2]),
+                min(bounds[3], wanted[3]),
+            )
+        extent = Extent.of_bounds(grid, bounds)
+        scene_files = {first: tuple(groups[key])}
+        for name in list(specs)[1:]:
+            meeting = tuple(
+                p for p in files[name] if _meets(footprint(p, name, grid.crs), extent.bounds)
+            )
+            if not meeting:
+                raise ConfigError(
+                    f"Scene {key!r}: input {name!r} has no file that meets it (scene bounds "
+                    f"{tuple(round(v, 3) for v in extent.bounds)} in {grid.crs}); check its paths."
+                )
+            scene_files[name] = meeting
+        series = build_series(specs, scene_files, grid, rule)
+        scenes.append(Scene(key, series, extent, files=scene_files))
+    if region is not None and not scenes:
+        raise ConfigError(
+            f"region {tuple(region)} meets no scene of input {first!r}; check region and region_crs."
         )
-
-
-def scene_batch(
-    scene: Scene,
-    image: np.ndarray,
-    valid: np.ndarray,
-    task_row: int,
-    outputs: Literal["state", "change", "aggregate", "per_date"],
-    rows: list[int],
-    classification: bool,
-    source: str,
-    target: np.ndarray | None = None,
-) -> Batch:
-    """A one-item batch of a window of ``scene`` (see :func:`window_batch`)."""
-    return window_batch(
-        [si.sensor.metadata(si.bands) for si in scene.inputs.values()],
-        scene.gsd_m,
-        [days_since_epoch(d) for d in scene.dates],
-        image,
-        valid,
-        task_row,
-        outputs,
-        rows,
-        classification,
-        source,
-        target,
-    )
+    return scenes

@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import rasterio
-from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from stsun_lightning.batch import Batch
-from stsun_lightning.data.datasets.scenes import Scene, SceneReader, scene_batch
+from stsun_lightning.data.datasets.items import window_batch
+from stsun_lightning.data.datasets.scenes import Scene
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import OutputKindName
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["PredictionJob", "SceneWindowDataset", "WindowRef", "window_starts"]
 
@@ -29,8 +29,7 @@ class PredictionJob:
     """One scene to predict.
 
     Attributes:
-        scene: the scene (its rasters share one grid).
-        reader: reads normalised windows of the scene.
+        scene: the scene: its inputs as one series, and the extent the outputs cover.
         source: the task and the categories (or variables) to predict, by name.
         outputs: "state" (at the last date), "change" (first to last date),
             "aggregate" (over the series) or "per_date" (one map per date).
@@ -38,7 +37,6 @@ class PredictionJob:
     """
 
     scene: Scene
-    reader: SceneReader
     source: SourceInfo
     outputs: OutputKindName
     stem: str
@@ -47,7 +45,10 @@ class PredictionJob:
     def map_names(self) -> list[str]:
         """One name per output map (To): the dates for "per_date", else ``[outputs]``."""
         if self.outputs == "per_date":
-            return [d.isoformat() if d else f"date_{i}" for i, d in enumerate(self.scene.dates)]
+            return [
+                f.day.isoformat() if f.day else f"date_{i}"
+                for i, f in enumerate(self.scene.series.frames)
+            ]
         return [self.outputs]
 
     @property
@@ -58,22 +59,16 @@ class PredictionJob:
     @property
     def height(self) -> int:
         """Rows of the output grid."""
-        return self.scene.height
+        return self.scene.extent.height
 
     @property
     def width(self) -> int:
         """Columns of the output grid."""
-        return self.scene.width
+        return self.scene.extent.width
 
     def profile(self) -> dict[str, Any]:
         """``crs``, ``transform``, ``height`` and ``width`` of the output grid."""
-        with rasterio.open(next(iter(self.scene.inputs.values())).files[0]) as reference:
-            return {
-                "crs": reference.crs,
-                "transform": reference.transform,
-                "height": reference.height,
-                "width": reference.width,
-            }
+        return self.scene.extent.profile()
 
 
 @dataclass(frozen=True)
@@ -89,8 +84,7 @@ class SceneWindowDataset(Dataset[Batch]):
     """Windows of several scenes, each a one-item :class:`Batch`, in writing order.
 
     Windows of a job come row band by row band, left to right; jobs come one after the
-    other. Windows at the right and bottom edges reach past the raster; what lies
-    outside is invalid.
+    other. Each is read through its scene's series, exactly as training reads patches.
 
     Args:
         jobs: the scenes to predict.
@@ -107,7 +101,7 @@ class SceneWindowDataset(Dataset[Batch]):
         overlap: int,
     ) -> None:
         if not 0 <= overlap < window:
-            raise ValueError(f"Prediction overlap must be in [0, window={window}), got {overlap}.")
+            raise ConfigError(f"Prediction overlap must be in [0, window={window}), got {overlap}.")
         self.jobs, self.window, self.overlap = jobs, window, overlap
         self.windows: list[WindowRef] = []
         self.job_starts: list[int] = []
@@ -115,8 +109,8 @@ class SceneWindowDataset(Dataset[Batch]):
         for index, job in enumerate(jobs):
             self.job_starts.append(len(self.windows))
             stride = window - overlap
-            for row in window_starts(job.scene.height, window, stride):
-                for col in window_starts(job.scene.width, window, stride):
+            for row in window_starts(job.height, window, stride):
+                for col in window_starts(job.width, window, stride):
                     self.windows.append(WindowRef(index, row, col))
             source = job.source
             names = source.categories if source.is_classification else source.variables
@@ -132,15 +126,32 @@ class SceneWindowDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.windows)
 
+    def bounds(self, index: int) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of window ``index`` in its scene's grid CRS."""
+        ref = self.windows[index]
+        extent = self.jobs[ref.job].scene.extent
+        return extent.window_bounds(ref.row, ref.col, self.window, self.window)
+
     def __getitem__(self, index: int) -> Batch:
         ref = self.windows[index]
         job = self.jobs[ref.job]
-        image, valid = job.reader.read(
-            job.scene, Window(ref.col, ref.row, self.window, self.window)
-        )
+        scene = job.scene
+        window = scene.series.read(self.bounds(index))
         task_row, rows, classification = self._rows[ref.job]
-        return scene_batch(
-            job.scene, image, valid, task_row, job.outputs, rows, classification, job.source.name
+        return window_batch(
+            [scene.series.band_metadata],
+            scene.gsd_m,
+            scene.series.dates,
+            window.image,
+            window.valid,
+            task_row,
+            job.outputs,
+            rows,
+            classification,
+            job.source.name,
+            None,
+            window.time_mask,
+            window.band_mask,
         )
 
 
@@ -159,7 +170,7 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
         Sorted, unique starts.
     """
     if stride <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"Window stride must be > 0 (overlap smaller than the window), got {stride}."
         )
     if length <= window:

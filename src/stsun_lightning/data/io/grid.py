@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -16,7 +17,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-__all__ = ["Grid", "RasterLayout", "grid_of", "has_mask", "read_on_grid"]
+from stsun_lightning.data.io.files import gsd_metres
+from stsun_lightning.errors import ConfigError
+
+__all__ = ["Extent", "Grid", "RasterLayout", "grid_of", "has_mask", "read_on_grid"]
 
 
 @dataclass(frozen=True)
@@ -182,16 +186,84 @@ def grid_of(path: Path, crs: str | None = None, res: float | None = None) -> Gri
         crs: a CRS to use instead (any rasterio CRS string, e.g. ``"EPSG:32632"``).
         res: a pixel size (CRS units) to use instead.
     """
-    with rasterio.open(path) as src:
-        src_crs, transform, bounds = src.crs, src.transform, src.bounds
-        longest = max(src.width, src.height)
+    try:
+        with rasterio.open(path) as src:
+            src_crs, transform, bounds = src.crs, src.transform, src.bounds
+            longest = max(src.width, src.height)
+    except rasterio.errors.RasterioIOError as error:
+        raise ConfigError(
+            f"Cannot open {path} as a raster (corrupt or truncated?): {error}"
+        ) from None
     if src_crs is None:
-        raise ValueError(f"{path} has no CRS; the grid cannot be defined from it.")
-    if crs is None or CRS.from_user_input(crs) == src_crs:
+        raise ConfigError(f"{path} has no CRS; the grid cannot be defined from it.")
+    if res is not None and not res > 0:
+        raise ConfigError(f"res must be a positive pixel size in CRS units, got {res}.")
+    try:
+        target = None if crs is None else CRS.from_user_input(crs)
+    except rasterio.errors.CRSError as error:
+        raise ConfigError(f"crs {crs!r} is not a CRS rasterio knows: {error}") from None
+    if target is None or target == src_crs:
         size = res or abs(transform.a), res or abs(transform.e)
         return Grid(src_crs, (float(size[0]), float(size[1])), (transform.c, transform.f))
-    target = CRS.from_user_input(crs)
     left, bottom, right, top = transform_bounds(src_crs, target, *bounds)
     if res is None:
         res = max(right - left, top - bottom) / longest
     return Grid(target, (float(res), float(res)), (left, top))
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A raster on a grid: where an output map lies, pixel for pixel.
+
+    Attributes:
+        grid: the grid.
+        left: x of the left edge (on a pixel edge of the grid).
+        top: y of the top edge.
+        height: rows.
+        width: columns.
+    """
+
+    grid: Grid
+    left: float
+    top: float
+    height: int
+    width: int
+
+    @classmethod
+    def of_bounds(cls, grid: Grid, bounds: tuple[float, float, float, float]) -> Extent:
+        """The extent covering ``(left, bottom, right, top)`` (grid CRS), grown to pixel edges."""
+        left, bottom, right, top = grid.snap(bounds)
+        rx, ry = grid.res
+        return cls(
+            grid, left, top, max(1, round((top - bottom) / ry)), max(1, round((right - left) / rx))
+        )
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the grid's CRS."""
+        rx, ry = self.grid.res
+        return self.left, self.top - self.height * ry, self.left + self.width * rx, self.top
+
+    def window_bounds(
+        self, row: int, col: int, height: int, width: int
+    ) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of the window at pixel (row, col) of this extent."""
+        rx, ry = self.grid.res
+        left, top = self.left + col * rx, self.top - row * ry
+        return left, top - height * ry, left + width * rx, top
+
+    def profile(self) -> dict[str, Any]:
+        """``crs``, ``transform``, ``height`` and ``width``: a rasterio profile of the output."""
+        rx, ry = self.grid.res
+        return {
+            "crs": self.grid.crs,
+            "transform": Affine(rx, 0.0, self.left, 0.0, -ry, self.top),
+            "height": self.height,
+            "width": self.width,
+        }
+
+    def gsd_m(self) -> float:
+        """Metres per pixel at the extent's centre."""
+        _, bottom, _, top = self.bounds
+        latitude = (bottom + top) / 2 if self.grid.crs.is_geographic else 0.0
+        return gsd_metres(self.grid.crs, self.grid.res[0], latitude)

@@ -1,126 +1,143 @@
-"""Per-band normalisation statistics, computed once from training scenes and cached."""
+"""Per-band normalisation statistics in physical units, computed once and cached.
+
+Statistics are the mean and standard deviation of each band's physical values (stored
+value × the input's ``scale``), over the pixels the reader would give the network: the
+same nodata rule, the same grid, the training area only. They are what a checkpoint
+carries (see :mod:`stsun_lightning.data.record`), so prediction normalises exactly as
+training did.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.errors
 
+from stsun_lightning.errors import ConfigError
 from stsun_lightning.io import write_json_atomic
 
-if TYPE_CHECKING:
-    from stsun_lightning.data.datasets.scenes import Scene
-
 __all__ = [
-    "BandStatistics",
+    "InputStatistics",
+    "MomentAccumulator",
+    "Statistics",
     "cached_statistics",
-    "compute_band_statistics",
-    "compute_statistics",
     "files_key",
-    "load_or_compute_statistics",
+    "given_statistics",
 ]
 
 
-FileBands = tuple[Path, tuple[int | None, ...]]
-"""A file and, for each of its bands in order, the input band it holds (None: unused)."""
+@dataclass(frozen=True)
+class InputStatistics:
+    """Mean and standard deviation of each band of one input, in physical units.
 
-_SAMPLES_PER_FILE = 250_000
+    Attributes:
+        bands: band names, in the input's order.
+        mean: per band.
+        std: per band (> 0).
+    """
+
+    bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.bands) == len(self.mean) == len(self.std):
+            raise ConfigError(
+                f"Statistics need one mean and one std per band ({', '.join(self.bands)}), "
+                f"got {len(self.mean)} means and {len(self.std)} stds."
+            )
+
+    def select(self, bands: Sequence[str], what: str) -> InputStatistics:
+        """The statistics of ``bands`` (by name, in that order).
+
+        Args:
+            bands: the bands wanted.
+            what: names these statistics in the error (e.g. "the checkpoint's input 's2'").
+
+        Raises:
+            ConfigError: a band these statistics do not have, naming it and the ones
+                they have.
+        """
+        index = {b: i for i, b in enumerate(self.bands)}
+        missing = [b for b in bands if b not in index]
+        if missing:
+            raise ConfigError(
+                f"{what} has no statistics for band(s) {missing} (it has {list(self.bands)}). "
+                "Give them under 'statistics', or set statistics: rasters to compute them "
+                "from the rasters being read."
+            )
+        rows = [index[b] for b in bands]
+        return InputStatistics(
+            tuple(bands), tuple(self.mean[i] for i in rows), tuple(self.std[i] for i in rows)
+        )
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Plain data (for JSON caches and checkpoints)."""
+        return {"bands": list(self.bands), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputStatistics:
+        """The statistics saved by :meth:`to_dict`."""
+        return cls(
+            tuple(str(b) for b in data["bands"]),
+            tuple(float(v) for v in data["mean"]),
+            tuple(float(v) for v in data["std"]),
+        )
 
 
-def compute_band_statistics(
-    files: dict[str, list[FileBands]],
-    band_counts: dict[str, int],
-    scales: dict[str, float],
-    stride: int | None = None,
-) -> BandStatistics:
-    """Mean and standard deviation of each input's bands over its files.
+Statistics = dict[str, InputStatistics]
+"""Statistics of each input, by input name."""
+
+
+class MomentAccumulator:
+    """Exact running mean and variance per band, merged chunk by chunk (Chan et al.).
 
     Args:
-        files: per input, its files with the input band each file band holds (a
-            multi-band file holds ``(0, 1, ..., C-1)``, a single-band file ``(k,)``).
-        band_counts: per input, its number of bands C.
-        scales: per input, the factor from stored values to physical ones
-            (e.g. 1e-4 for reflectance stored as uint16 × 10000).
-        stride: read every ``stride``-th pixel in each direction (GDAL decimated read);
-            default: about 250 000 pixels per file.
-
-    Returns:
-        The statistics; a band without any valid value gets mean 0 and std 1.
-
-    Raises:
-        ValueError: a file that cannot be read, naming it.
+        bands: number of bands C.
     """
-    chunks: dict[tuple[str, int], list[np.ndarray]] = {}
-    for name, entries in files.items():
-        for path, positions in entries:
-            try:
-                with rasterio.open(path) as src:
-                    step = stride or max(
-                        1, int((src.height * src.width / _SAMPLES_PER_FILE) ** 0.5)
-                    )
-                    shape = (src.count, max(src.height // step, 1), max(src.width // step, 1))
-                    data = src.read(out_shape=shape, masked=True).astype(np.float64)
-            except rasterio.errors.RasterioError as error:
-                raise ValueError(
-                    f"Input {name!r}: cannot read {path} (corrupt or truncated?): {error}"
-                ) from None
-            values = (data * scales[name]).filled(np.nan).reshape(shape[0], -1)
-            for band, position in enumerate(positions):
-                if position is not None:
-                    chunks.setdefault((name, position), []).append(values[band])
-    stats = BandStatistics(scale=dict(scales))
-    for name, count in band_counts.items():
-        mean, std = [], []
-        for position in range(count):
-            parts = chunks.get((name, position))
-            values = np.concatenate(parts) if parts else np.array([np.nan])
-            finite = values[np.isfinite(values)]
-            mean.append(float(finite.mean()) if finite.size else 0.0)
-            spread = float(finite.std()) if finite.size else 1.0
-            std.append(spread if spread > 1e-8 else 1.0)
-        stats.mean[name], stats.std[name] = mean, std
-    return stats
+
+    def __init__(self, bands: int) -> None:
+        self.count = np.zeros(bands, dtype=np.float64)
+        self.mean = np.zeros(bands, dtype=np.float64)
+        self.m2 = np.zeros(bands, dtype=np.float64)
+
+    def add(self, values: np.ndarray) -> None:
+        """Add (..., C, h, w) values; NaN and inf (no data) are skipped."""
+        flat = np.moveaxis(values, -3, 0).reshape(values.shape[-3], -1).astype(np.float64)
+        for band, row in enumerate(flat):
+            finite = row[np.isfinite(row)]
+            if not finite.size:
+                continue
+            n, mean = float(finite.size), float(finite.mean())
+            m2 = float(((finite - mean) ** 2).sum())
+            total = self.count[band] + n
+            delta = mean - self.mean[band]
+            self.mean[band] += delta * n / total
+            self.m2[band] += m2 + delta**2 * self.count[band] * n / total
+            self.count[band] = total
+
+    def result(self, bands: Sequence[str]) -> InputStatistics:
+        """Mean and std per band; a band without any value gets mean 0 and std 1."""
+        std = np.sqrt(self.m2 / np.maximum(self.count, 1))
+        std = np.where((self.count > 0) & (std > 1e-8), std, 1.0)
+        mean = np.where(self.count > 0, self.mean, 0.0)
+        return InputStatistics(tuple(bands), tuple(map(float, mean)), tuple(map(float, std)))
 
 
-def compute_statistics(
-    scenes: list[Scene], scales: dict[str, float], stride: int = 4
-) -> BandStatistics:
-    """Mean and standard deviation of each input's bands over ``scenes``.
-
-    Args:
-        scenes: training scenes (all with the same inputs and bands).
-        scales: per input, the factor from stored values to physical ones.
-        stride: read every ``stride``-th pixel in each direction (GDAL decimated read).
-
-    Returns:
-        The statistics (see :func:`compute_band_statistics`).
-    """
-    files: dict[str, list[FileBands]] = {}
-    counts: dict[str, int] = {}
-    for scene in scenes:
-        for name, scene_input in scene.inputs.items():
-            counts[name] = len(scene_input.bands)
-            positions = tuple(range(len(scene_input.bands)))
-            files.setdefault(name, []).extend((p, positions) for p in scene_input.files)
-    return compute_band_statistics(files, counts, scales, stride)
-
-
-def files_key(paths: list[Path], extra: object) -> str:
+def files_key(paths: Iterable[Path], extra: object) -> str:
     """A key of files' names, sizes and modification times (and ``extra``), for caches."""
-    listing = sorted(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+    listing = sorted(
+        f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (Path(q) for q in paths)
+    )
     return hashlib.sha256(json.dumps([listing, extra], sort_keys=True).encode()).hexdigest()
 
 
-def cached_statistics(
-    cache: Path, key: str, compute: Callable[[], BandStatistics]
-) -> BandStatistics:
+def cached_statistics(cache: Path, key: str, compute: Callable[[], Statistics]) -> Statistics:
     """Statistics from ``cache`` when stored under ``key``, else computed and cached.
 
     The cache is written atomically, so an interrupted run never leaves a partial one.
@@ -129,32 +146,35 @@ def cached_statistics(
         try:
             stored = json.loads(cache.read_text())
             if stored.get("key") == key:
-                return BandStatistics(mean=stored["mean"], std=stored["std"], scale=stored["scale"])
-        except (json.JSONDecodeError, KeyError):
-            pass  # unreadable: recompute below
-    stats = compute()
+                return {n: InputStatistics.from_dict(s) for n, s in stored["inputs"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass  # unreadable or of an older format: recompute below
+    statistics = compute()
     write_json_atomic(
-        cache, {"key": key, "mean": stats.mean, "std": stats.std, "scale": stats.scale}
+        cache, {"key": key, "inputs": {n: s.to_dict() for n, s in statistics.items()}}
     )
-    return stats
+    return statistics
 
 
-def load_or_compute_statistics(
-    cache: Path, scenes: list[Scene], scales: dict[str, float]
-) -> BandStatistics:
-    """Statistics from ``cache`` if it was computed from the same files, else computed and cached.
+def given_statistics(
+    given: Mapping[str, Mapping[str, Sequence[float]]], bands: Mapping[str, Sequence[str]]
+) -> Statistics:
+    """Statistics typed in a config: per input ``{mean: [...], std: [...]}``, one per band.
 
-    The cache is keyed by the files' names, sizes and modification times.
+    Raises:
+        ConfigError: an input without statistics, or with the wrong number of values,
+            naming the input and its bands.
     """
-    paths = [p for s in scenes for i in s.inputs.values() for p in i.files]
-    key = files_key(paths, scales)
-    return cached_statistics(cache, key, lambda: compute_statistics(scenes, scales))
-
-
-@dataclass
-class BandStatistics:
-    """Per-band normalisation: ``(value * scale - mean) / std`` for each input's bands."""
-
-    mean: dict[str, list[float]] = field(default_factory=dict)
-    std: dict[str, list[float]] = field(default_factory=dict)
-    scale: dict[str, float] = field(default_factory=dict)
+    statistics: Statistics = {}
+    for name, names in bands.items():
+        spec = given.get(name) or {}
+        mean, std = list(spec.get("mean", ())), list(spec.get("std", ()))
+        if len(mean) != len(names) or len(std) != len(names):
+            raise ConfigError(
+                f"statistics[{name!r}] needs 'mean' and 'std' with {len(names)} values, one per "
+                f"band ({', '.join(names)}), in physical units (after 'scale')."
+            )
+        if any(s <= 0 for s in std):
+            raise ConfigError(f"statistics[{name!r}].std must be > 0, got {std}.")
+        statistics[name] = InputStatistics(tuple(names), tuple(mean), tuple(std))
+    return statistics

@@ -14,6 +14,7 @@ import numpy as np
 import shapely
 
 from stsun_lightning.data.io.grid import Grid
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["SPLITS", "block_patches", "spatial_blocks"]
 
@@ -55,7 +56,7 @@ def spatial_blocks(
     counts = {s: (max(1, round(f * len(blocks))) if f > 0 else 0) for s, f in wanted.items()}
     if sum(counts.values()) >= len(blocks):
         width, height = round((right - left) / rx), round((top - bottom) / ry)
-        raise ValueError(
+        raise ConfigError(
             f"The data's common region ({width} × {height} px) holds {len(blocks)} block(s) of "
             f"{block_size} px, too few for the val and test splits ({counts}) and training: "
             "lower split.block_size."
@@ -98,8 +99,10 @@ def block_patches(
         corners = []
         for block in blocks:
             x0, y0, x1, y1 = block.bounds
-            for row in range(round((y1 - y0) / py + 1e-9) if py else 0):
-                for col in range(round((x1 - x0) / px + 1e-9) if px else 0):
+            # Whole patches only: a block that is not a multiple of the patch leaves a
+            # margin, rather than a patch reaching into the neighbouring block.
+            for row in range(math.floor((y1 - y0) / py + 1e-9) if py else 0):
+                for col in range(math.floor((x1 - x0) / px + 1e-9) if px else 0):
                     left, top = x0 + col * px, y1 - row * py
                     if _inside(region, left, top, px, py):
                         corners.append((left, top))

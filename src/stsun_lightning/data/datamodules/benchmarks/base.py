@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,8 +26,11 @@ from torch.utils.data import Dataset
 from stsun_lightning.batch import Batch, OutputKind
 from stsun_lightning.data.datamodules.base import BatchFormat, Split, StsunDataModule
 from stsun_lightning.data.datamodules.benchmarks.readers import Example, OutputMode, SampleReader
+from stsun_lightning.data.io.statistics import InputStatistics
+from stsun_lightning.data.record import InputRecord, SourceRecord
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.sources import SourceInfo
+from stsun_lightning.errors import ConfigError
 from stsun_lightning.io import write_json_atomic
 
 __all__ = [
@@ -376,6 +379,40 @@ class TorchGeoDataModule(StsunDataModule):
     def band_names(self) -> list[str]:
         """Names of the channels, ``sensor:band``, in channel order."""
         return [f"{sensor}:{band}" for sensor, bands in self.band_inputs() for band in bands]
+
+    def source_records(self) -> dict[str, SourceRecord]:
+        """This source's statistics per input (raw values: the scale is 1), for checkpoints."""
+        mean, std = self.statistics()
+        inputs, start = {}, 0
+        for sensor, bands in self.band_inputs():
+            end = start + len(bands)
+            statistics = InputStatistics(
+                tuple(bands), tuple(mean[start:end]), tuple(std[start:end])
+            )
+            inputs[sensor] = InputRecord(sensor, statistics)
+            start = end
+        return {self.source_name: SourceRecord(inputs)}
+
+    def load_data_record(self, record: Mapping[str, Any] | None) -> None:
+        """Normalise with a loaded checkpoint's statistics of this source, if it has them."""
+        super().load_data_record(record)
+        own = self.checkpoint_sources.get(self.source_name)
+        if own is None:
+            return
+        mean: list[float] = []
+        std: list[float] = []
+        for sensor, bands in self.band_inputs():
+            recorded = own.inputs.get(sensor)
+            if recorded is None:
+                raise ConfigError(
+                    f"The checkpoint's source {self.source_name!r} has no statistics of "
+                    f"sensor {sensor!r} (it has {sorted(own.inputs)})."
+                )
+            chosen = recorded.statistics.select(bands, f"Sensor {sensor!r} in the checkpoint")
+            mean += chosen.mean
+            std += chosen.std
+        self.mean, self.std = mean, std
+        self._sets = {}  # rebuilt with these statistics when the loaders ask
 
     def statistics(self) -> tuple[list[float], list[float]]:
         """Per-band (mean, std) of raw values: given, cached in ``root``, or computed."""
