@@ -168,7 +168,7 @@ def test_predict_writes_cogs_of_rasters_with_a_checkpoint_trained_on_other_sourc
             "predict",
             "--config=configs/predict.yaml",
             "--data.inputs={landsat8: {sensor: landsat8_oli_tirs, "
-            f"bands: [B1, B2, B3, B4, B5, B6, B7, B10], paths: '{scene}/landsat8_*.tif'}}}}",
+            f"bands: [B1, B2, B3, B4, B5, B6, B7, B10], scale: 0.0001, paths: '{scene}/landsat8_*.tif'}}}}",
             "--data.categories=[grassland,water]",
             "--data.window=32",
             "--data.overlap=8",
