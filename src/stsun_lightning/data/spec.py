@@ -11,7 +11,7 @@ from stsun_lightning.data.io.files import (
     resolve_sensor,
 )
 from stsun_lightning.data.sensors import Sensor
-from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.errors import ConfigError, unknown_name_error
 
 __all__ = ["InputSpec", "LabelSpec", "OutputKindName"]
 
@@ -50,7 +50,7 @@ class InputSpec:
         """An input from its config mapping (``sensor``, ``paths`` and options).
 
         Raises:
-            ValueError: a missing or unknown key, naming the input and the known keys.
+            ConfigError: a missing or unknown key, naming the input and the known keys.
             UnknownNameError: an unknown sensor or band, with the closest match.
         """
         allowed = {f for f in cls.__dataclass_fields__ if f != "name"}
@@ -103,19 +103,19 @@ class LabelSpec:
         """Labels from their config mapping.
 
         Raises:
-            ValueError: a missing or unknown key, or neither/both of classes and variables.
+            ConfigError: a missing or unknown key, or neither/both of classes and variables.
         """
         _check_keys("labels", spec, {"paths", "task"}, set(cls.__dataclass_fields__))
         classes = spec.get("classes")
         variables = tuple(spec.get("variables") or ())
         if bool(classes) == bool(variables):
-            raise ValueError(
+            raise ConfigError(
                 "labels need either 'classes' ({value: category name}) or 'variables' "
                 f"([names] of regression values), got keys {sorted(spec)}."
             )
         outputs = spec.get("outputs", "state")
         if outputs not in ("state", "change", "aggregate", "per_date"):
-            raise ValueError(
+            raise ConfigError(
                 f"labels.outputs must be state, change, aggregate or per_date, got {outputs!r}."
             )
         paths = spec["paths"]
@@ -134,7 +134,7 @@ def _check_keys(what: str, spec: Mapping[str, Any], required: set[str], allowed:
     missing, unknown = required - set(spec), set(spec) - allowed
     if missing or unknown:
         problem = f"misses {sorted(missing)}" if missing else f"has unknown keys {sorted(unknown)}"
-        raise ValueError(f"{what} {problem}; expected keys: {sorted(allowed)}.")
+        raise ConfigError(f"{what} {problem}; expected keys: {sorted(allowed)}.")
 
 
 OutputKindName = Literal["state", "change", "aggregate", "per_date"]

@@ -32,6 +32,7 @@ from stsun_lightning.data.io.statistics import (
 from stsun_lightning.data.samplers.split import SPLITS, block_patches, spatial_blocks
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
+from stsun_lightning.errors import ConfigError, RasterMismatchError
 
 __all__ = ["GeoTiffDataModule"]
 
@@ -96,7 +97,7 @@ class GeoTiffDataModule(StsunDataModule):
         )
         self.save_hyperparameters()
         if not inputs:
-            raise ValueError("GeoTiffDataModule needs at least one input under 'inputs'.")
+            raise ConfigError("GeoTiffDataModule needs at least one input under 'inputs'.")
         self.input_specs = {n: InputSpec.parse(n, s) for n, s in inputs.items()}
         self.label_spec = LabelSpec.parse(labels)
         self.split_spec = _parse_split(split or {}, patch_size)
@@ -114,9 +115,11 @@ class GeoTiffDataModule(StsunDataModule):
         """Index the files, check that they meet in space and time, split, and normalise.
 
         Raises:
-            FileNotFoundError: a path without rasters, naming the input.
-            ValueError: a file without CRS, corrupt, with the wrong band count; inputs and
-                labels that do not intersect in space or time; a split that cannot be made.
+            MissingFileError: a path without rasters, naming the input.
+            InputFileError: a corrupt or truncated file, naming it.
+            RasterMismatchError: a file without CRS or with the wrong band count; inputs
+                and labels that do not intersect in space or time.
+            ConfigError: a split that cannot be made.
         """
         if self.series is not None:
             return
@@ -216,22 +219,22 @@ class GeoTiffDataModule(StsunDataModule):
 def _parse_split(split: dict[str, Any], patch_size: int) -> dict[str, Any]:
     allowed = {"by", "val", "test", "block_size"}
     if set(split) - allowed:
-        raise ValueError(
+        raise ConfigError(
             f"split has unknown keys {sorted(set(split) - allowed)}; expected {sorted(allowed)}."
         )
     if split.get("by", "spatial_blocks") != "spatial_blocks":
-        raise ValueError(f"split.by must be 'spatial_blocks', got {split['by']!r}.")
+        raise ConfigError(f"split.by must be 'spatial_blocks', got {split['by']!r}.")
     parsed = {
         "val": float(split.get("val", 0.2)),
         "test": float(split.get("test", 0.1)),
         "block_size": int(split.get("block_size", 8 * patch_size)),
     }
     if parsed["block_size"] < patch_size:
-        raise ValueError(
+        raise ConfigError(
             f"split.block_size ({parsed['block_size']} px) must be at least patch_size ({patch_size} px)."
         )
     if not (parsed["val"] >= 0 and parsed["test"] >= 0 and parsed["val"] + parsed["test"] < 1):
-        raise ValueError(
+        raise ConfigError(
             f"split.val and split.test must be >= 0 and sum to < 1, got {parsed['val']} and {parsed['test']}."
         )
     return parsed
@@ -246,7 +249,7 @@ def _given_statistics(
     for name, names in bands.items():
         spec = given.get(name) or {}
         if len(spec.get("mean", ())) != len(names) or len(spec.get("std", ())) != len(names):
-            raise ValueError(
+            raise ConfigError(
                 f"statistics[{name!r}] needs 'mean' and 'std' with {len(names)} values, one per "
                 f"band ({', '.join(names)})."
             )
@@ -258,7 +261,8 @@ def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
     """Where every dataset has files: a TorchGeo ``IntersectionDataset``'s footprint.
 
     Raises:
-        ValueError: naming the dataset that meets none of the ones before it in space.
+        RasterMismatchError: naming the dataset that meets none of the ones before it in
+            space.
     """
 
     def meet(a: Any, b: GeoTiffRasterDataset) -> IntersectionDataset:
@@ -266,7 +270,7 @@ def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
             return IntersectionDataset(a, b, spatial_only=True)
         except RuntimeError:
             names = ", ".join(d.input_name for d in datasets[: datasets.index(b)])
-            raise ValueError(
+            raise RasterMismatchError(
                 f"{b.input_name!r} (bounds {tuple(round(v, 3) for v in b.index.total_bounds)}) "
                 f"does not intersect {names} (bounds {tuple(round(v, 3) for v in a.index.total_bounds)}) "
                 f"in space, in CRS {b.grid.crs}: check the paths and CRSs."
@@ -285,19 +289,20 @@ def _frames(
     """The frames' dates: every input date (within the labels' dates when they have any).
 
     Raises:
-        ValueError: dated labels and inputs that share no date, naming both ranges.
+        RasterMismatchError: dated labels and inputs that share no date, naming both
+            ranges; ConfigError: per-date labels without dates.
     """
     days = sorted({d for _, ds in inputs.values() for d in ds.days()})
     if spec.outputs == "per_date":
         if not labels.dated:
-            raise ValueError("labels.outputs 'per_date' needs dated label files (one per date).")
+            raise ConfigError("labels.outputs 'per_date' needs dated label files (one per date).")
         return labels.days()
     if labels.dated and days:
         first, last = labels.days()[0], labels.days()[-1]
         slack = dt.timedelta(days=tolerance_days)
         kept = [d for d in days if first - slack <= d <= last + slack]
         if not kept:
-            raise ValueError(
+            raise RasterMismatchError(
                 f"Inputs and labels do not intersect in time: labels are dated {first}..{last}, "
                 f"inputs {days[0]}..{days[-1]} (date_tolerance_days={tolerance_days})."
             )

@@ -35,6 +35,7 @@ from stsun_lightning.data.io.files import (
 from stsun_lightning.data.io.statistics import BandStatistics, compute_statistics
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 from stsun_lightning.data.spec import OutputKindName
+from stsun_lightning.errors import ConfigError, RasterMismatchError, unreadable_file_error
 
 __all__ = ["RasterPredictionDataModule", "group_scenes"]
 
@@ -45,7 +46,7 @@ def _scene_key(path: Path, scene_pattern: str | None, date_pattern: str) -> str:
     if scene_pattern:
         match = re.search(scene_pattern, path.stem)
         if not match or "scene" not in match.groupdict():
-            raise ValueError(
+            raise ConfigError(
                 f"{path.name}: scene_pattern {scene_pattern!r} does not match it "
                 "(it needs a group named 'scene')."
             )
@@ -71,34 +72,38 @@ def group_scenes(
         The scenes, in name order; frames in date order.
 
     Raises:
-        ValueError: a file without CRS, with the wrong number of bands, on another grid
-            than its scene, or inputs that cover different scenes or dates.
+        ConfigError: an input without ``sensor`` or ``paths``, or with unknown keys.
+        UnknownNameError: an unknown sensor or band, with the closest match.
+        MissingFileError: a path that matches no raster.
+        InputFileError: a file that cannot be opened as a raster.
+        RasterMismatchError: a file without CRS, with the wrong number of bands, on
+            another grid than its scene, or inputs that cover different scenes or dates.
     """
     files: dict[str, dict[str, list[tuple[date | None, Path]]]] = defaultdict(dict)
     sensors, bands, grids = {}, {}, {}
     for name, spec in inputs.items():
         unknown = set(spec) - {"sensor", "paths", "bands"}
         if "sensor" not in spec or "paths" not in spec or unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Input {name!r} needs 'sensor' (a registry name) and 'paths' (file, folder or "
                 f"glob), optionally 'bands'; got keys {sorted(spec)}."
             )
         sensor = resolve_sensor(spec["sensor"], name)
         band_names = tuple(spec.get("bands") or sensor.band_names)
-        sensor.select(band_names)  # unknown band names fail here, naming the sensor
+        sensor.select(band_names, f"input {name!r}")  # an unknown band fails here
         sensors[name], bands[name] = sensor, band_names
         for path in find_raster_files(spec["paths"], name):
             try:
                 dataset = rasterio.open(path)
             except rasterio.errors.RasterioIOError as error:
-                raise ValueError(
-                    f"Input {name!r}: cannot open {path} as a raster: {error}"
-                ) from None
+                raise unreadable_file_error(path, error, input_name=name, action="open") from None
             with dataset:
                 if dataset.crs is None:
-                    raise ValueError(f"{path} has no CRS: outputs could not be georeferenced.")
+                    raise RasterMismatchError(
+                        f"{path} has no CRS: outputs could not be georeferenced."
+                    )
                 if dataset.count != len(band_names):
-                    raise ValueError(
+                    raise RasterMismatchError(
                         f"{path} has {dataset.count} band(s) but input {name!r} expects "
                         f"{len(band_names)} ({', '.join(band_names)}): list the bands stored in "
                         "the file, in order, under 'bands'."
@@ -120,7 +125,9 @@ def group_scenes(
         missing = [n for n in inputs if n not in by_input]
         if missing:
             first = next(iter(by_input.values()))[0][1]
-            raise ValueError(f"Scene {key!r} ({first.name}) has no file for input(s) {missing}.")
+            raise RasterMismatchError(
+                f"Scene {key!r} ({first.name}) has no file for input(s) {missing}."
+            )
         frames = {
             n: sorted(v, key=lambda dp: (dp[0] or date.min, dp[1].name))
             for n, v in by_input.items()
@@ -128,18 +135,20 @@ def group_scenes(
         for name, dated in frames.items():
             for (day, first), (other_day, second) in itertools.pairwise(dated):
                 if day is not None and day == other_day:
-                    raise ValueError(
+                    raise RasterMismatchError(
                         f"Input {name!r}: {first} and {second} both fall in scene {key!r} on "
                         f"{day}; name files <scene>_<date>.tif or set scene_pattern."
                     )
         counts = {n: len(v) for n, v in frames.items()}
         if len(set(counts.values())) > 1:
-            raise ValueError(f"Scene {key!r}: inputs have different numbers of dates {counts}.")
+            raise RasterMismatchError(
+                f"Scene {key!r}: inputs have different numbers of dates {counts}."
+            )
         paths = [p for v in frames.values() for _, p in v]
         reference = grids[paths[0]]
         for path in paths[1:]:
             if grids[path][:4] != reference[:4]:
-                raise ValueError(
+                raise RasterMismatchError(
                     f"Scene {key!r}: {path.name} is not on the grid of {paths[0].name} "
                     f"(CRS, transform or size differ: {grids[path][:4]} vs {reference[:4]}); "
                     "resample the inputs of a scene to one grid first."
@@ -197,9 +206,9 @@ class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if not 0 <= overlap < window:
-            raise ValueError(f"overlap must be in [0, window={window}), got {overlap}.")
+            raise ConfigError(f"overlap must be in [0, window={window}), got {overlap}.")
         if bool(categories) == bool(variables):
-            raise ValueError("Name either 'categories' or 'variables' to predict (exactly one).")
+            raise ConfigError("Name either 'categories' or 'variables' to predict (exactly one).")
         if gdal_cache_mb is not None:
             rasterio.env.set_gdal_config("GDAL_CACHEMAX", gdal_cache_mb * 1024 * 1024)
         self.source = SourceInfo(
@@ -231,7 +240,7 @@ class RasterPredictionDataModule(ScenePredictionMixin, LightningDataModule):
                 or len(spec.get("mean", ())) != expected
                 or len(spec.get("std", ())) != expected
             ):
-                raise ValueError(
+                raise ConfigError(
                     f"statistics[{name!r}] needs 'mean' and 'std' with {expected} values (one per band)."
                 )
             statistics.mean[name], statistics.std[name] = list(spec["mean"]), list(spec["std"])

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from stsun_lightning.batch import Batch, OutputKind
+from stsun_lightning.errors import RasterMismatchError
 
 __all__ = ["label_lookup", "label_target", "target_tensor", "window_batch"]
 
@@ -43,7 +44,7 @@ def label_target(
         int64 class indices (-1 = ignore), or float32 values (NaN = ignore).
 
     Raises:
-        ValueError: a value that is neither a declared class nor ignored, naming the
+        RasterMismatchError: a value that is neither a declared class nor ignored, naming the
             value, the file and the declared values.
     """
     if lut is None:
@@ -57,7 +58,7 @@ def label_target(
     target = lookup[values - low]
     if bool((target == -2).any()):
         value = int(values[target == -2][0])
-        raise ValueError(
+        raise RasterMismatchError(
             f"Label value {value} in {path} is not a declared class of source "
             f"{source!r} (declared values: {sorted(lut)}); declare it or add it to ignore_values."
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import rasterio.errors
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
@@ -25,6 +26,7 @@ from stsun_lightning.data.io.statistics import BandStatistics
 from stsun_lightning.data.sensors import Sensor
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.transforms.augment import augment_patch
+from stsun_lightning.errors import unreadable_file_error
 
 __all__ = ["Scene", "SceneInput", "ScenePatchDataset", "SceneReader", "scene_batch"]
 
@@ -93,14 +95,21 @@ class SceneReader:
         Returns:
             image (T, C, h, w) float32 normalised (NaN where invalid) and valid (h, w) bool,
             True where every band of every date has data.
+
+        Raises:
+            InputFileError: a file that cannot be read (corrupt or truncated), naming it.
         """
         shape = (int(window.height), int(window.width))
         frames, valid = [], np.ones(shape, dtype=bool)
         for t in range(len(scene.dates)):
             bands = []
             for name, scene_input in scene.inputs.items():
-                reader = self.handles.get(scene_input.files[t])
-                raw = reader.read(window=window, masked=True, boundless=True).astype(np.float32)
+                path = scene_input.files[t]
+                try:
+                    raw = self.handles.get(path).read(window=window, masked=True, boundless=True)
+                except rasterio.errors.RasterioIOError as error:
+                    raise unreadable_file_error(path, error, input_name=name) from None
+                raw = raw.astype(np.float32)
                 data = raw.filled(np.nan)
                 valid &= ~np.ma.getmaskarray(raw).any(0) & np.isfinite(data).all(0)
                 scale, mean, std = self._normalisation[name]

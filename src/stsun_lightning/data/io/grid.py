@@ -16,6 +16,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from stsun_lightning.errors import RasterMismatchError, unreadable_file_error
+
 __all__ = ["Grid", "RasterLayout", "grid_of", "has_mask", "read_on_grid"]
 
 
@@ -72,7 +74,7 @@ class _GridOpener:
         try:
             src = rasterio.open(path)
         except rasterio.errors.RasterioIOError as error:
-            raise OSError(f"Cannot open raster {path}: {error}") from None
+            raise unreadable_file_error(path, error, action="open") from None
         if self.grid.holds(src.crs, src.transform) and self.nodata is None:
             return src
         left, bottom, right, top = self.grid.snap(
@@ -181,12 +183,19 @@ def grid_of(path: Path, crs: str | None = None, res: float | None = None) -> Gri
         path: the reference raster (the labels, else the first input).
         crs: a CRS to use instead (any rasterio CRS string, e.g. ``"EPSG:32632"``).
         res: a pixel size (CRS units) to use instead.
+
+    Raises:
+        InputFileError: the file cannot be opened as a raster.
+        RasterMismatchError: the file has no CRS.
     """
-    with rasterio.open(path) as src:
-        src_crs, transform, bounds = src.crs, src.transform, src.bounds
-        longest = max(src.width, src.height)
+    try:
+        with rasterio.open(path) as src:
+            src_crs, transform, bounds = src.crs, src.transform, src.bounds
+            longest = max(src.width, src.height)
+    except rasterio.errors.RasterioIOError as error:
+        raise unreadable_file_error(path, error, action="open") from None
     if src_crs is None:
-        raise ValueError(f"{path} has no CRS; the grid cannot be defined from it.")
+        raise RasterMismatchError(f"{path} has no CRS; the grid cannot be defined from it.")
     if crs is None or CRS.from_user_input(crs) == src_crs:
         size = res or abs(transform.a), res or abs(transform.e)
         return Grid(src_crs, (float(size[0]), float(size[1])), (transform.c, transform.f))

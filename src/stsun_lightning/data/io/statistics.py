@@ -13,6 +13,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 
+from stsun_lightning.errors import unreadable_file_error
 from stsun_lightning.io import write_json_atomic
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def compute_band_statistics(
         The statistics; a band without any valid value gets mean 0 and std 1.
 
     Raises:
-        ValueError: a file that cannot be read, naming it.
+        InputFileError: a file that cannot be read, naming it and its input.
     """
     chunks: dict[tuple[str, int], list[np.ndarray]] = {}
     for name, entries in files.items():
@@ -68,9 +69,7 @@ def compute_band_statistics(
                     shape = (src.count, max(src.height // step, 1), max(src.width // step, 1))
                     data = src.read(out_shape=shape, masked=True).astype(np.float64)
             except rasterio.errors.RasterioError as error:
-                raise ValueError(
-                    f"Input {name!r}: cannot read {path} (corrupt or truncated?): {error}"
-                ) from None
+                raise unreadable_file_error(path, error, input_name=name) from None
             values = (data * scales[name]).filled(np.nan).reshape(shape[0], -1)
             for band, position in enumerate(positions):
                 if position is not None:

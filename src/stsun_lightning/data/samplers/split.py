@@ -14,6 +14,7 @@ import numpy as np
 import shapely
 
 from stsun_lightning.data.io.grid import Grid
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["SPLITS", "block_patches", "spatial_blocks"]
 
@@ -40,7 +41,7 @@ def spatial_blocks(
         ``{"train": [...], "val": [...], "test": [...]}`` block polygons.
 
     Raises:
-        ValueError: too few blocks for the requested splits, naming the sizes.
+        ConfigError: too few blocks for the requested splits, naming the sizes.
     """
     (rx, ry), side_x, side_y = grid.res, block_size * grid.res[0], block_size * grid.res[1]
     left, bottom, right, top = grid.snap(region.bounds)
@@ -55,7 +56,7 @@ def spatial_blocks(
     counts = {s: (max(1, round(f * len(blocks))) if f > 0 else 0) for s, f in wanted.items()}
     if sum(counts.values()) >= len(blocks):
         width, height = round((right - left) / rx), round((top - bottom) / ry)
-        raise ValueError(
+        raise ConfigError(
             f"The data's common region ({width} × {height} px) holds {len(blocks)} block(s) of "
             f"{block_size} px, too few for the val and test splits ({counts}) and training: "
             "lower split.block_size."
