@@ -216,6 +216,7 @@ def test_an_unknown_category_at_predict_names_the_closest_the_checkpoint_knows(
             r".*expected \d+",
         ),
     ],
+    ids=lambda value: value if re.fullmatch(r"\w+", str(value)) else "",
 )
 def test_fit_mistakes_end_the_output_with_one_message(world, tmp_path, mistake, expected):
     options: dict[str, Any] = {
@@ -271,6 +272,7 @@ def test_fit_mistakes_end_the_output_with_one_message(world, tmp_path, mistake, 
             r"expected the zip archive that torch\.save writes\.",
         ),
     ],
+    ids=lambda value: value if re.fullmatch(r"\w+", str(value)) else "",
 )
 def test_predict_mistakes_end_the_output_with_one_message(
     world, tmp_path, checkpoint, mistake, expected
