@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
-from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.errors import ConfigError, unknown_name_error
 from stsun_lightning.models import StsunOutput, create_model
 from stsun_lightning.tasks.losses import category_loss, value_loss
 from stsun_lightning.tasks.metrics import SourceMetrics
@@ -94,7 +94,7 @@ class StsunTask(LightningModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= band_dropout <= 1.0 or min_bands < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"band_dropout must be in [0, 1] and min_bands at least 1, got "
                 f"band_dropout={band_dropout}, min_bands={min_bands}."
             )
@@ -181,7 +181,8 @@ class StsunTask(LightningModule):
                         {"tasks": "task", "categories": "category", "variables": "variable"}[kind],
                         name,
                         names,
-                        where="the network's vocabulary, e.g. from its checkpoint",
+                        where=f"the datamodule's {'task' if kind == 'tasks' else kind}; the "
+                        "network, e.g. from its checkpoint, never learnt it",
                     )
             lookup = torch.tensor([names.index(n) for n in data_names], dtype=torch.long)
         self._row_maps[kind] = (names, lookup)
@@ -404,13 +405,13 @@ class StsunTask(LightningModule):
         """Check the format and the network's shapes; restore the loss balance.
 
         Raises:
-            ValueError: a checkpoint of a newer format, of no STSUN task, or of a network
+            ConfigError: a checkpoint of a newer format, of no STSUN task, or of a network
                 of other shapes (naming the first parameters that differ and the presets).
         """
         found = checkpoint.get("stsun_checkpoint_format")
         if found is None or found > CHECKPOINT_FORMAT:
             what = "has no 'stsun_checkpoint_format'" if found is None else f"has format {found}"
-            raise ValueError(
+            raise ConfigError(
                 f"Cannot load this checkpoint: it {what}, and this stsun-lightning reads "
                 f"formats up to {CHECKPOINT_FORMAT} written by StsunTask. Load it with the "
                 "version that wrote it, or upgrade."
@@ -467,7 +468,7 @@ class StsunTask(LightningModule):
             trained = (
                 f"preset {hparams.get('model', '?')!r}, overrides {hparams.get('model_overrides')}"
             )
-            raise ValueError(
+            raise ConfigError(
                 f"The checkpoint's network ({trained}) has other shapes than this one "
                 f"(preset {self.hparams.model!r}, overrides {self.hparams.model_overrides}): "
                 + "; ".join(differ[:3])

@@ -44,7 +44,7 @@ from stsun_lightning.data.record import SourceRecord
 from stsun_lightning.data.samplers.split import SPLITS, block_patches, spatial_blocks
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
-from stsun_lightning.errors import ConfigError
+from stsun_lightning.errors import ConfigError, RasterMismatchError
 
 __all__ = ["GeoTiffDataModule"]
 
@@ -363,7 +363,8 @@ def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
     """Where every dataset has files: a TorchGeo ``IntersectionDataset``'s footprint.
 
     Raises:
-        ValueError: naming the dataset that meets none of the ones before it in space.
+        RasterMismatchError: naming the dataset that meets none of the ones before it in
+            space.
     """
 
     def meet(a: Any, b: GeoTiffRasterDataset) -> IntersectionDataset:
@@ -371,7 +372,7 @@ def _intersection(datasets: list[GeoTiffRasterDataset]) -> shapely.Geometry:
             return IntersectionDataset(a, b, spatial_only=True)
         except RuntimeError:
             names = ", ".join(d.input_name for d in datasets[: datasets.index(b)])
-            raise ConfigError(
+            raise RasterMismatchError(
                 f"{b.input_name!r} (bounds {tuple(round(v, 3) for v in b.index.total_bounds)}) "
                 f"does not intersect {names} (bounds {tuple(round(v, 3) for v in a.index.total_bounds)}) "
                 f"in space, in CRS {b.grid.crs}: check the paths and CRSs."
