@@ -30,7 +30,12 @@ def test_a_valid_batch_passes_and_reports_its_sizes():
             torch.full((2, 5), 9),
             r"'modality' has an unknown id; expected one of 0=optical",
         ),
-        ("band_mask", torch.ones(2, 5), r"'band_mask' has dtype torch.float32, expected bool"),
+        ("band_mask", torch.ones(2, 2, 5), r"'band_mask' has dtype torch.float32, expected bool"),
+        (
+            "band_mask",
+            torch.ones(2, 5, dtype=torch.bool),
+            r"'band_mask' has shape \(2, 5\), expected \(2, 2, 5\)",
+        ),
         ("dates", torch.zeros(2, 3), r"'dates' has shape \(2, 3\), expected \(2, 2\)"),
         (
             "valid_mask",
@@ -40,8 +45,8 @@ def test_a_valid_batch_passes_and_reports_its_sizes():
         ("gsd_m", torch.tensor([10.0, 0.0]), r"'gsd_m' must be positive"),
         (
             "band_mask",
-            torch.zeros(2, 5, dtype=torch.bool),
-            r"'band_mask' has an item with no real band",
+            torch.zeros(2, 2, 5, dtype=torch.bool),
+            r"'band_mask' has an item with no real band at any real frame",
         ),
         (
             "time_mask",

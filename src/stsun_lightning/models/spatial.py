@@ -1,8 +1,9 @@
-"""Where a token is on the ground: GSD-scaled position encoding and windowed attention.
+"""Where a token is on the ground: band-limited position encoding, grid anchoring, windows.
 
 Positions are in metres, not in patch indices, so the same place seen at 10 m and at
-30 m gets consistent encodings. Windows are anchored at the top-left corner, so adding
-padded pixels at the bottom or right never changes how real tokens are grouped.
+30 m gets consistent encodings. They are measured from the first real token (the
+top-left corner of the real tokens' bounding box), and windows are anchored there too,
+so padding an image at any side never changes how real tokens are placed or grouped.
 """
 
 from __future__ import annotations
@@ -13,19 +14,72 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ground_position_encoding", "merge_windows", "partition_windows"]
+__all__ = [
+    "encode_ground_positions",
+    "ground_position_encoding",
+    "merge_windows",
+    "nyquist_taper",
+    "partition_windows",
+    "real_token_origin",
+    "roll_token_grid",
+]
 
 
-def ground_position_encoding(
-    h: int,
-    w: int,
-    patch_size: int,
-    gsd_m: Tensor,
-    dim: int,
+def nyquist_taper(wavelength_m: Tensor, spacing_m: Tensor) -> Tensor:
+    """Amplitude of each encoded wavelength on a grid of tokens ``spacing_m`` apart.
+
+    0 at and below the grid's Nyquist wavelength (two token spacings), 1 from twice that
+    on, and a smoothstep in log2 of the wavelength between: no encoded frequency aliases,
+    and the amplitude is a smooth function of the GSD, so a small GSD change is a small
+    change of the encoding.
+
+    Args:
+        wavelength_m: (N,) wavelengths on the ground.
+        spacing_m: (B,) metres between token centres.
+
+    Returns:
+        (B, N) amplitudes in [0, 1].
+    """
+    octaves = torch.log2(wavelength_m[None] / (2 * spacing_m[:, None])).clamp(0.0, 1.0)
+    return octaves * octaves * (3 - 2 * octaves)
+
+
+def encode_ground_positions(
+    positions_m: Tensor,
+    spacing_m: Tensor,
+    num_wavelengths: int,
     min_wavelength_m: float = 10.0,
     max_wavelength_m: float = 100_000.0,
 ) -> Tensor:
-    """2-D sin-cos encoding of each token centre's ground position.
+    """Sin-cos code of positions on one ground axis, band-limited to a token grid.
+
+    The wavelengths are fixed in metres (log-spaced), so a channel codes the same ground
+    position at every GSD; each is weighted by :func:`nyquist_taper` for the grid's
+    spacing, so channels the grid cannot resolve are zero instead of aliased.
+
+    Args:
+        positions_m: (B, N) positions in metres.
+        spacing_m: (B,) metres between token centres.
+        num_wavelengths: n, the wavelengths of the code.
+        min_wavelength_m: shortest wavelength (used where the grid resolves it).
+        max_wavelength_m: longest wavelength.
+
+    Returns:
+        (B, N, 2 n): n sines, then n cosines.
+    """
+    wavelengths = torch.logspace(
+        math.log10(min_wavelength_m),
+        math.log10(max_wavelength_m),
+        num_wavelengths,
+        device=positions_m.device,
+    )
+    amplitude = nyquist_taper(wavelengths, spacing_m.float())[:, None, :]  # (B, 1, n)
+    angles = 2 * math.pi * positions_m.float()[..., None] / wavelengths
+    return torch.cat([angles.sin() * amplitude, angles.cos() * amplitude], -1)
+
+
+def ground_position_encoding(h: int, w: int, patch_size: int, gsd_m: Tensor, dim: int) -> Tensor:
+    """2-D code of each token centre's ground position (:func:`encode_ground_positions`).
 
     Args:
         h: token rows.
@@ -33,30 +87,62 @@ def ground_position_encoding(
         patch_size: pixels per token side.
         gsd_m: (B,) metres per pixel.
         dim: encoding width, a multiple of 4.
-        min_wavelength_m: shortest encoded wavelength on the ground.
-        max_wavelength_m: longest encoded wavelength on the ground.
 
     Returns:
-        (B, h * w, dim): first half encodes the row (northing), second the column.
+        (B, h * w, dim): first half codes the row (northing), second the column;
+        positions are metres from the top-left token's outer corner.
     """
     if dim % 4:
         raise ValueError(f"Position encoding width must be a multiple of 4, got {dim}.")
-    device = gsd_m.device
-    n = dim // 4
-    wavelengths = torch.logspace(
-        math.log10(min_wavelength_m), math.log10(max_wavelength_m), n, device=device
-    )
-    spacing = (patch_size * gsd_m.float())[:, None]  # (B, 1) metres per token
-    rows = (torch.arange(h, device=device, dtype=torch.float32) + 0.5)[None] * spacing  # (B, h)
-    cols = (torch.arange(w, device=device, dtype=torch.float32) + 0.5)[None] * spacing  # (B, w)
-
-    def encode(x: Tensor) -> Tensor:
-        angles = 2 * math.pi * x[..., None] / wavelengths
-        return torch.cat([angles.sin(), angles.cos()], -1)
-
-    row_enc = encode(rows)[:, :, None, :].expand(-1, h, w, -1)
-    col_enc = encode(cols)[:, None, :, :].expand(-1, h, w, -1)
+    spacing = patch_size * gsd_m.float()  # (B,) metres per token
+    centres = torch.arange(max(h, w), device=gsd_m.device, dtype=torch.float32) + 0.5
+    positions = centres[None] * spacing[:, None]  # (B, max(h, w))
+    code = encode_ground_positions(positions, spacing, dim // 4)  # (B, max(h, w), dim / 2)
+    row_enc = code[:, :h, None, :].expand(-1, h, w, -1)
+    col_enc = code[:, None, :w, :].expand(-1, h, w, -1)
     return torch.cat([row_enc, col_enc], -1).reshape(gsd_m.shape[0], h * w, dim)
+
+
+def real_token_origin(token_valid: Tensor) -> Tensor:
+    """The first row and the first column that hold a real token, per item.
+
+    Args:
+        token_valid: (B, h, w) bool.
+
+    Returns:
+        (B, 2) long (row, column); (0, 0) for an item without a real token.
+    """
+    rows = token_valid.any(2)  # (B, h)
+    cols = token_valid.any(1)  # (B, w)
+    # argmax of a bool row is its first True (0 when there is none).
+    return torch.stack([rows.int().argmax(1), cols.int().argmax(1)], 1)
+
+
+def roll_token_grid(x: Tensor, origin: list[tuple[int, int]], inverse: bool = False) -> Tensor:
+    """Move each item's grid so that its ``origin`` is at (0, 0), or back with ``inverse``.
+
+    What rolls off the top and left wraps round to the bottom and right; those rows and
+    columns hold no real token (they lie before the first real one), so they end up as
+    padding after the real tokens, where padding is exact.
+
+    Args:
+        x: (B, ..., h, w, D) or (B, h, w) tokens or masks.
+        origin: per item, the (row, column) that becomes (0, 0).
+        inverse: undo the move.
+
+    Returns:
+        ``x`` with each item's grid rolled.
+    """
+    if not any(r or c for r, c in origin):
+        return x
+    dims = (-3, -2) if x.dim() > 3 else (-2, -1)
+    sign = 1 if inverse else -1
+    return torch.stack(
+        [
+            item.roll((sign * r, sign * c), dims) if (r or c) else item
+            for item, (r, c) in zip(x, origin, strict=True)
+        ]
+    )
 
 
 def partition_windows(

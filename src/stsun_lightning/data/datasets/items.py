@@ -77,6 +77,7 @@ def window_batch(
     source: str,
     target: np.ndarray | None = None,
     time_mask: np.ndarray | None = None,
+    band_mask: np.ndarray | None = None,
 ) -> Batch:
     """A one-item batch of a window.
 
@@ -96,6 +97,7 @@ def window_batch(
         target: labels (long, -1 ignored) as (h', w') or (To, h', w'); values (float,
             NaN ignored) as (h', w'), (To, h', w') or (To, V, h', w'); or None.
         time_mask: (T,) bool real frames (default: all).
+        band_mask: (T, C) bool, band c observed at frame t (default: all).
 
     Returns:
         The batch, B = 1, To = 1 (T for "per_date").
@@ -118,7 +120,11 @@ def window_batch(
         wavelength_nm=torch.cat([m["wavelength_nm"] for m in metadata])[None],
         bandwidth_nm=torch.cat([m["bandwidth_nm"] for m in metadata])[None],
         modality=torch.cat([m["modality"] for m in metadata])[None],
-        band_mask=torch.ones(1, image.shape[1], dtype=torch.bool),
+        band_mask=(
+            torch.ones(1, *image.shape[:2], dtype=torch.bool)
+            if band_mask is None
+            else torch.from_numpy(np.asarray(band_mask, dtype=bool))[None]
+        ),
         gsd_m=torch.tensor([gsd_m], dtype=torch.float32),
         dates=torch.tensor([dates], dtype=torch.float32),
         time_mask=torch.from_numpy(real)[None],
