@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import CATEGORIES, make_batch
 from stsun_lightning.batch import Batch
@@ -12,6 +13,8 @@ from stsun_lightning.models.spatial import (
     encode_ground_positions,
     ground_position_encoding,
     nyquist_taper,
+    window_segments,
+    windowed_attention,
 )
 
 ATOL = 1e-4
@@ -128,3 +131,33 @@ def test_attention_is_windowed_at_every_size_so_far_tokens_do_not_interact():
     assert (changes[:2, :2] > 1e-6).all()
     # Global attention (what 256² got before) would reach every window.
     assert changes[2:].max() == 0 and changes[:, 2:].max() == 0
+
+
+@pytest.mark.parametrize(("grid", "shift"), [((7, 13), 0), ((7, 13), 2), ((8, 8), 2), ((3, 2), 3)])
+@pytest.mark.parametrize("some_invalid", [False, True])
+def test_windowed_attention_is_attention_within_each_window_of_the_shifted_grid(
+    grid, shift, some_invalid
+):
+    """Against one global attention masked to 'same window and real key'."""
+    h, w = grid
+    window, dim = 4, 8
+    gen = torch.Generator().manual_seed(0)
+    qkv = torch.randn(3, h * w, 3 * dim, generator=gen)
+    valid = torch.rand(3, h * w, generator=gen) > 0.3 if some_invalid else None
+
+    def attend(x, mask):  # one head: (M, L, 3 dim), mask (M, 1, 1, L)
+        q, k, v = (t[:, None] for t in x.chunk(3, -1))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)[:, 0]
+
+    got = windowed_attention(qkv, grid, window, shift, attend, valid)
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    group = (((rows + shift) // window) * 1000 + (cols + shift) // window).flatten()
+    same = group[:, None] == group[None, :]  # (L, L)
+    keys = same[None] if valid is None else same[None] & valid[:, None, :]
+    # A window without a real key attends to all of its own keys (its output is discarded).
+    keys = keys | (same[None] & ~keys.any(-1, keepdim=True))
+    q, k, v = qkv.chunk(3, -1)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert window_segments(h, window, shift)[0][0] == 0
+    assert sum(count * length for _, count, length in window_segments(w, window, shift)) == w

@@ -189,8 +189,14 @@ class Attention(nn.Module):
             v = torch.cat([v, torch.zeros_like(null_k)], -2)
             if mask is not None:
                 mask = torch.cat([mask, mask.new_ones(*mask.shape[:-1], 1)], -1)
+        lead = q.shape[:-3]
+        if len(lead) > 1:
+            # One batch dim: with more, CPU attention's backward ran 1.2-1.5x slower.
+            q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))
+            if mask is not None:
+                mask = mask.expand(*lead, *mask.shape[-3:]).reshape(-1, *mask.shape[-3:])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return out.transpose(-3, -2).flatten(-2)
+        return out.view(*lead, *out.shape[-3:]).transpose(-3, -2).flatten(-2)
 
     def output(self, x: Tensor, gate: Tensor | None = None) -> Tensor:
         """Output projection, gated: (B, ..., L, dim) -> (B, ..., L, dim)."""

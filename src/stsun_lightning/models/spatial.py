@@ -9,19 +9,21 @@ so padding an image at any side never changes how real tokens are placed or grou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from stsun_lightning.models.layers import allow_some_key
 
 __all__ = [
     "encode_ground_positions",
     "ground_position_encoding",
-    "merge_windows",
     "nyquist_taper",
-    "partition_windows",
     "real_token_origin",
     "roll_token_grid",
+    "window_segments",
+    "windowed_attention",
 ]
 
 
@@ -145,51 +147,77 @@ def roll_token_grid(x: Tensor, origin: list[tuple[int, int]], inverse: bool = Fa
     )
 
 
-def partition_windows(
-    x: Tensor, grid: tuple[int, int], window: int, shift: int
-) -> tuple[Tensor, tuple[int, int]]:
-    """Split a token grid into square windows.
-
-    The grid is padded by ``shift`` at the top and left (shifted windows without the
-    cyclic roll, whose result would depend on the grid's size) and up to a multiple of
-    ``window`` at the bottom and right.
+def window_segments(size: int, window: int, shift: int) -> list[tuple[int, int, int]]:
+    """How one axis of ``size`` tokens splits into windows whose grid starts at ``-shift``.
 
     Args:
-        x: (N, h * w, D) tokens, or (N, h * w) a mask.
-        grid: (h, w).
-        window: window side in tokens.
+        size: tokens along the axis.
+        window: window side.
         shift: offset of the window grid, 0 <= shift < window.
 
     Returns:
-        (N * nW, window * window, D) (or without D), and the padded grid (Hp, Wp).
+        Runs ``(start, count, length)``: ``count`` consecutive windows of ``length``
+        tokens from token ``start``: a short first window when shifted, the full ones,
+        and a short last one where ``size`` ends inside a window.
+    """
+    head = min((window - shift) % window, size)
+    full = (size - head) // window
+    tail = size - head - full * window
+    runs = [(0, 1, head), (head, full, window), (head + full * window, 1, tail)]
+    return [run for run in runs if run[1] and run[2]]
+
+
+def windowed_attention(
+    qkv: Tensor,
+    grid: tuple[int, int],
+    window: int,
+    shift: int,
+    attend: Callable[[Tensor, Tensor | None], Tensor],
+    key_valid: Tensor | None = None,
+) -> Tensor:
+    """Attention within the windows of a token grid whose window grid starts at ``-shift``.
+
+    Windows cut by the image border (a shifted grid's first row and column, the last
+    ones where the grid ends inside a window) are attended at their own size, windows
+    of one shape together, so no token is padded and no mask is needed when every key
+    is real. Windows are anchored at the grid's origin: tokens added at the bottom or
+    right never regroup the others.
+
+    Args:
+        qkv: (N, h * w, E) per token (e.g. queries, keys and values concatenated).
+        grid: (h, w).
+        window: window side in tokens.
+        shift: offset of the window grid, 0 <= shift < window.
+        attend: ``(x (N * nW, L, E), key mask (N * nW, 1, 1, L) or None) -> (N * nW, L, D)``.
+        key_valid: (N, h * w) bool keys that may be attended, or None for all.
+
+    Returns:
+        (N, h * w, D).
     """
     h, w = grid
-    extra = x.shape[2:]
-    x = x.reshape(x.shape[0], h, w, *extra)
-    pad_bottom = (-(h + shift)) % window
-    pad_right = (-(w + shift)) % window
-    if x.dim() == 4:
-        x = F.pad(x, (0, 0, shift, pad_right, shift, pad_bottom))
-    else:
-        x = F.pad(x, (shift, pad_right, shift, pad_bottom))
-    hp, wp = h + shift + pad_bottom, w + shift + pad_right
-    n = x.shape[0]
-    x = x.reshape(n, hp // window, window, wp // window, window, *extra)
-    x = x.transpose(2, 3).reshape(n * (hp // window) * (wp // window), window * window, *extra)
-    return x, (hp, wp)
+    n = qkv.shape[0]
+    x = qkv.view(n, h, w, -1)
+    valid = key_valid.view(n, h, w) if key_valid is not None else None
+    rows = []
+    for r0, rn, rl in window_segments(h, window, shift):
+        cols = []
+        for c0, cn, cl in window_segments(w, window, shift):
+            block = x[:, r0 : r0 + rn * rl, c0 : c0 + cn * cl]
+            mask = None
+            if valid is not None:
+                keys = _to_windows(valid[:, r0 : r0 + rn * rl, c0 : c0 + cn * cl, None], rl, cl)
+                mask = allow_some_key(keys[..., 0])[:, None, None, :]
+            y = attend(_to_windows(block, rl, cl), mask)  # (N * rn * cn, rl * cl, D)
+            cols.append(
+                y.view(n, rn, cn, rl, cl, -1).transpose(2, 3).reshape(n, rn * rl, cn * cl, -1)
+            )
+        rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, 2))
+    out = rows[0] if len(rows) == 1 else torch.cat(rows, 1)
+    return out.reshape(n, h * w, -1)
 
 
-def merge_windows(
-    x: Tensor, grid: tuple[int, int], padded: tuple[int, int], window: int, shift: int
-) -> Tensor:
-    """Inverse of :func:`partition_windows`: (N * nW, window², D) -> (N, h * w, D)."""
-    h, w = grid
-    hp, wp = padded
-    d = x.shape[-1]
-    n = x.shape[0] // ((hp // window) * (wp // window))
-    x = (
-        x.reshape(n, hp // window, wp // window, window, window, d)
-        .transpose(2, 3)
-        .reshape(n, hp, wp, d)
-    )
-    return x[:, shift : shift + h, shift : shift + w].reshape(n, h * w, d)
+def _to_windows(x: Tensor, rows: int, cols: int) -> Tensor:
+    """(N, rn * rows, cn * cols, E) -> (N * rn * cn, rows * cols, E)."""
+    n, height, width, e = x.shape
+    x = x.reshape(n, height // rows, rows, width // cols, cols, e).transpose(2, 3)
+    return x.reshape(-1, rows * cols, e)

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, allow_some_key
-from stsun_lightning.models.spatial import merge_windows, partition_windows
+from stsun_lightning.models.layers import Attention, Mlp, TaskModulation
+from stsun_lightning.models.spatial import windowed_attention
 
 __all__ = ["SpaceTimeBlock", "SpaceTimeTrunk", "TokenLayout"]
 
@@ -44,20 +44,13 @@ class TokenLayout:
             self.time_attention_mask = (others[None] & time_mask[:, None, :])[
                 :, None, None
             ]  # (B, 1, 1, T, T)
-        self.frame_valid = token_valid[:, None].expand(b, t, -1).reshape(b * t, -1)  # (B*T, L)
-        self._window_masks: dict[int, tuple[Tensor | None, tuple[int, int]]] = {}
-
-    def window_mask(self, shift: int) -> tuple[Tensor | None, tuple[int, int]]:
-        """Key mask for windows at ``shift``, (B*T*nW, 1, 1, window²), and the padded grid.
-
-        The mask is None when every key of every window is a real token (no padding):
-        attention without a mask takes the fastest kernel.
-        """
-        if shift not in self._window_masks:
-            valid, padded = partition_windows(self.frame_valid, self.grid, self.window, shift)
-            mask = None if bool(valid.all()) else allow_some_key(valid)[:, None, None, :]
-            self._window_masks[shift] = (mask, padded)
-        return self._window_masks[shift]
+        # Keys of the spatial attention per frame, (B*T, L); None when every token is real,
+        # so that attention runs without a mask (its fastest kernel).
+        self.key_valid = (
+            None
+            if bool(token_valid.all())
+            else token_valid[:, None].expand(b, t, -1).reshape(b * t, -1)
+        )
 
 
 class SpaceTimeBlock(nn.Module):
@@ -121,10 +114,9 @@ class SpaceTimeBlock(nn.Module):
         qkv = self.space_attention.project(self.norm_space(x), shift, scale).reshape(
             b * t, length, 3 * d
         )
-        windows, padded = partition_windows(qkv, layout.grid, layout.window, self.shift)
-        mask, _ = layout.window_mask(self.shift)
-        y = self.space_attention.attend(windows, mask=mask)
-        y = merge_windows(y, layout.grid, padded, layout.window, self.shift)
+        y = windowed_attention(
+            qkv, layout.grid, layout.window, self.shift, self.space_attention.attend, layout.key_valid
+        )
         x = x + self.space_attention.output(y.view(b, t, length, d), gate)
         return x + self.mlp(self.norm_mlp(x), mlp_mod)
 
