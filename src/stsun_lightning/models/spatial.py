@@ -188,7 +188,8 @@ def windowed_attention(
         grid: (h, w).
         window: window side in tokens.
         shift: offset of the window grid, 0 <= shift < window.
-        attend: ``(x (N * nW, L, E), key mask (N * nW, 1, 1, L) or None) -> (N * nW, L, D)``.
+        attend: ``(x (N * nW, L, E), key mask (N * nW, 1, 1, L) or None) -> (N * nW, L, D)``,
+            attention and anything per token after it (the output projection).
         key_valid: (N, h * w) bool keys that may be attended, or None for all.
 
     Returns:

@@ -6,7 +6,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from stsun_lightning.models.layers import Attention, Mlp, TaskModulation
+from stsun_lightning.models.layers import (
+    Attention,
+    Mlp,
+    TaskModulation,
+    fold_modulation,
+    folded_linear,
+)
 from stsun_lightning.models.spatial import windowed_attention
 
 __all__ = ["SpaceTimeBlock", "SpaceTimeTrunk", "TokenLayout"]
@@ -114,10 +120,18 @@ class SpaceTimeBlock(nn.Module):
         qkv = self.space_attention.project(self.norm_space(x), shift, scale).reshape(
             b * t, length, 3 * d
         )
+        attention = self.space_attention
+        projection = fold_modulation(attention.proj, qkv.dtype, gate=gate)  # folded once
+
+        def attend(windows: Tensor, mask: Tensor | None) -> Tensor:
+            # Projected per window: the projection keeps the attention's own output for
+            # backward, and only its result is regrouped (one copy fewer kept).
+            return folded_linear(attention.attend(windows, mask), *projection)
+
         y = windowed_attention(
-            qkv, layout.grid, layout.window, self.shift, self.space_attention.attend, layout.key_valid
+            qkv, layout.grid, layout.window, self.shift, attend, layout.key_valid
         )
-        x = x + self.space_attention.output(y.view(b, t, length, d), gate)
+        x = x + y.view(b, t, length, d)
         return x + self.mlp(self.norm_mlp(x), mlp_mod)
 
 
