@@ -1,10 +1,13 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import make_batch
 from stsun_lightning.batch import collate_batches
+from stsun_lightning.data.datasets.items import window_batch
+from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.errors import BatchValidationError
 
 
@@ -93,3 +96,25 @@ def test_collate_concatenates_and_refuses_mixed_shapes():
 def test_to_moves_every_tensor_and_keeps_the_rest():
     batch = make_batch(b=1).to("cpu")
     assert batch.image.device.type == "cpu" and batch.source == ["test"]
+
+
+def test_a_window_batch_carries_its_per_frame_band_mask():
+    metadata = [get_sensor("sentinel2_l2a").metadata(["B02", "B03"])]
+    metadata.append(get_sensor("sentinel1").metadata(["VV"]))
+    observed = np.array([[True, True, False], [False, False, True]])  # S2 day, then S1 day
+    args = dict(
+        metadata=metadata,
+        gsd_m=10.0,
+        dates=[19000.0, 19003.0],
+        image=np.zeros((2, 3, 8, 8), dtype=np.float32),
+        valid=np.ones((8, 8), dtype=bool),
+        task_row=0,
+        outputs="state",
+        rows=[0, 1],
+        classification=True,
+        source="s",
+    )
+    batch = window_batch(**args, band_mask=observed).validate()
+    assert batch.band_mask.shape == (1, 2, 3)
+    assert batch.band_mask[0].tolist() == observed.tolist()
+    assert window_batch(**args).validate().band_mask.all()
