@@ -163,7 +163,7 @@ def test_band_removal_masked_equals_dropped_for_metadata(stack):
     removed = [0, 10, 11]
     masked, dropped = mask_bands(batch, removed), drop_bands(batch, removed)
     assert masked.image.shape == batch.image.shape
-    assert masked.band_mask[0].tolist() == [i not in removed for i in range(12)]
+    assert masked.band_mask[0, 0].tolist() == [i not in removed for i in range(12)]
     assert torch.isnan(masked.image[:, :, removed]).all()
     assert dropped.image.shape == (1, 1, 9, 24, 24)
     assert torch.equal(dropped.image[:, :, 0], batch.image[:, :, 1])

@@ -354,7 +354,7 @@ class StsunTask(LightningModule):
         picture = panel(
             batch.image[0, frame].cpu(),
             batch.wavelength_nm[0].cpu(),
-            batch.band_mask[0].cpu(),
+            batch.band_mask[0, frame].cpu(),
             target.cpu(),
             prediction.detach().cpu(),
         )
