@@ -6,13 +6,15 @@ brown, snow and ice white, cloud light grey, change magenta, ...); the names of 
 project's datasets are aliases of these (``forest`` and ``tree`` are tree cover,
 ``barren`` is bare soil, ``low_vegetation`` is grassland). Every other name, and any
 name whose colour an earlier category of the same map already took, gets the next
-colour of a fixed sequence of hues chosen to stay apart from every named colour and from
-each other. Colours depend only on the list of names, so they are the same on every
+colour of a fixed sequence of 256 hues chosen to stay apart from every named colour and
+from each other (past 256 such names, colours near those of the sequence, still all
+different). Colours depend only on the list of names, so they are the same on every
 run, in every file and every panel.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from functools import cache
 
@@ -130,7 +132,10 @@ def category_colours(names: Sequence[str] | int) -> np.ndarray:
     for key in keys:
         colour = NAMED_COLOURS.get(key) if key else None
         if colour is None or colour in taken:
-            colour = next((c for c in unnamed if c not in taken), None) or _cycled(len(colours))
+            colour = next((c for c in unnamed if c not in taken), None)
+            if colour is None:  # more than 256 unnamed classes: near ones, still distinct
+                sequence = _unnamed_sequence()
+                colour = _unused_near(sequence[len(colours) % len(sequence)], taken)
         taken.add(colour)
         colours.append(colour)
     return np.array(colours, dtype=np.uint8).reshape(-1, 3)
@@ -151,10 +156,16 @@ def colour_table(names: Sequence[str], nodata: int | None = None) -> dict[int, t
     return table
 
 
-def _cycled(index: int) -> RGB:
-    """Past the unnamed sequence (more than 256 unnamed classes), colours repeat."""
-    sequence = _unnamed_sequence()
-    return sequence[index % len(sequence)]
+def _unused_near(base: RGB, taken: set[RGB]) -> RGB:
+    """The colour nearest ``base`` on a lattice of 4 units that is not ``taken``."""
+    for radius in range(64):
+        for offset in itertools.product(range(-radius, radius + 1), repeat=3):
+            if max(map(abs, offset)) != radius:
+                continue
+            rgb = tuple(min(255, max(0, b + 4 * o)) for b, o in zip(base, offset, strict=True))
+            if rgb not in taken:
+                return rgb  # type: ignore[return-value]
+    raise ValueError("No colour left: a colour table holds at most 65536 classes.")
 
 
 @cache
