@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stsun_lightning.palette import class_colours
+
 __all__ = ["class_colours", "panel", "rgb_composite"]
 
 _RGB_NM = (665.0, 560.0, 490.0)
@@ -42,13 +44,6 @@ def rgb_composite(image: Tensor, wavelength_nm: Tensor, band_mask: Tensor) -> Te
     low = flat.quantile(0.02, dim=1)[:, None, None]
     high = flat.quantile(0.98, dim=1)[:, None, None]
     return ((rgb - low) / (high - low).clamp(min=1e-6)).clamp(0, 1)
-
-
-def class_colours(num_classes: int) -> Tensor:
-    """(K, 3) distinct colours in [0, 1], stable for a given K (golden-angle hues)."""
-    hues = (torch.arange(num_classes, dtype=torch.float32) * 0.618034) % 1.0
-    k = (torch.tensor([5.0, 3.0, 1.0]) + hues[:, None] * 6) % 6
-    return 0.9 - 0.7 * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
 def _map_to_rgb(classes: Tensor, colours: Tensor) -> Tensor:
