@@ -12,11 +12,21 @@ from typing import Any
 
 import lightning as L
 from lightning import LightningDataModule
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import CheckpointIO
 
+from stsun_lightning.tasks.checkpoint_io import AtomicCheckpointIO
 from stsun_lightning.tasks.module import StsunTask
 
-__all__ = ["TRAINER_DEFAULTS", "FitConfigSaver", "StsunCLI", "build_cli", "main"]
+__all__ = [
+    "TRAINER_DEFAULTS",
+    "FitConfigSaver",
+    "StsunCLI",
+    "build_cli",
+    "main",
+    "with_atomic_checkpoints",
+]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "gradient_clip_val": 1.0,
@@ -38,12 +48,32 @@ class FitConfigSaver(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """Trainer plugins with :class:`AtomicCheckpointIO` added, unless they name a CheckpointIO.
+
+    Args:
+        plugins: the ``trainer.plugins`` of a config: None, one plugin or a list.
+    """
+    listed = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in listed):
+        listed.append(AtomicCheckpointIO())
+    return listed
+
+
 class StsunCLI(LightningCLI):
-    """LightningCLI that links the datamodule's sources into the model."""
+    """LightningCLI that links the datamodule's sources into the model.
+
+    Its trainer writes checkpoints atomically (a preempted save leaves the previous
+    ``last.ckpt`` whole), unless the config names a CheckpointIO plugin of its own.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link ``data.sources`` (known once the datamodule exists) to ``model.sources``."""
         parser.link_arguments("data.sources", "model.sources", apply_on="instantiate")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
+        config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:
