@@ -22,7 +22,6 @@ from typing import Any, Literal
 import torch
 from lightning import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -42,6 +41,7 @@ from stsun_lightning.tasks.state import (
     CHECKPOINT_FORMAT,
     check_format,
     check_shapes,
+    restore_loader_states,
     rng_states,
     set_rng_states,
 )
@@ -368,11 +368,7 @@ class StsunTask(LightningModule):
             self._rng_to_restore = None
         states, self._loader_states_to_restore = self._loader_states_to_restore, []
         if states:
-            loaders = CombinedLoader(self.trainer.train_dataloader).flattened
-            stateful = [d for d in loaders if callable(getattr(d, "load_state_dict", None))]
-            if len(stateful) == len(states):
-                for loader, state in zip(stateful, states, strict=True):
-                    loader.load_state_dict(state)
+            restore_loader_states(self.trainer.train_dataloader, states)
 
     def _datamodule(self) -> Any:
         return self._trainer.datamodule if self._trainer is not None else None

@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "check_format",
     "check_shapes",
+    "restore_loader_states",
     "rng_states",
     "set_rng_states",
 ]
@@ -124,3 +126,18 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         torch.set_rng_state(states["torch"].cpu())
     if "torch_cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["torch_cuda"].cpu())
+
+
+def restore_loader_states(train_dataloader: Any, states: list[dict[str, Any]]) -> None:
+    """Give each stateful training loader its saved place in the epoch.
+
+    Args:
+        train_dataloader: the trainer's training loader(s), as Lightning holds them.
+        states: the ``combined_loader`` entry of the checkpoint's fit loop, one per
+            stateful loader; left alone when the numbers differ.
+    """
+    loaders = CombinedLoader(train_dataloader).flattened
+    stateful = [d for d in loaders if callable(getattr(d, "load_state_dict", None))]
+    if len(stateful) == len(states):
+        for loader, state in zip(stateful, states, strict=True):
+            loader.load_state_dict(state)
