@@ -321,7 +321,7 @@ def test_build_cli_raises_the_mistake_itself_not_jsonargparse_wrapping(world, tm
         ),
         (
             {"model.loss_balance": "mean"},
-            r"model\.loss_balance: Expected one of 'running_mean', 'none'\. Got value: mean .*",
+            r"model\.loss_balance: Expected one of 'initial_mean', 'none'\. Got value: mean .*",
         ),
         (
             {"model.lerning_rate": 0.1},

@@ -21,8 +21,9 @@ from typing import Any
 
 import lightning as L
 from lightning import LightningDataModule
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from stsun_lightning.cli_errors import (
@@ -35,9 +36,17 @@ from stsun_lightning.cli_errors import (
 from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
 from stsun_lightning.errors import ConfigError
 from stsun_lightning.predict.callback import GeoTiffPredictionWriter
+from stsun_lightning.tasks.checkpoint_io import AtomicCheckpointIO
 from stsun_lightning.tasks.module import StsunTask
 
-__all__ = ["TRAINER_DEFAULTS", "FitConfigSaver", "StsunCLI", "build_cli", "main"]
+__all__ = [
+    "TRAINER_DEFAULTS",
+    "FitConfigSaver",
+    "StsunCLI",
+    "build_cli",
+    "main",
+    "with_atomic_checkpoints",
+]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "gradient_clip_val": 1.0,
@@ -59,6 +68,18 @@ class FitConfigSaver(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """Trainer plugins with :class:`AtomicCheckpointIO` added, unless they name a CheckpointIO.
+
+    Args:
+        plugins: the ``trainer.plugins`` of a config: None, one plugin or a list.
+    """
+    listed = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in listed):
+        listed.append(AtomicCheckpointIO())
+    return listed
+
+
 class StsunCLI(LightningCLI):
     """LightningCLI that links the datamodule's sources into the model.
 
@@ -66,6 +87,9 @@ class StsunCLI(LightningCLI):
     parse errors (jsonargparse would print the usage and exit), errors of building the
     datamodule, model and callbacks (jsonargparse wraps them in its union error) and a
     ``ckpt_path`` that names no checkpoint.
+
+    Its trainer writes checkpoints atomically (a preempted save leaves the previous
+    ``last.ckpt`` whole), unless the config names a CheckpointIO plugin of its own.
     """
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -119,6 +143,10 @@ class StsunCLI(LightningCLI):
             if found is None or found is error:
                 raise
             raise found from None
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
+        config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:
