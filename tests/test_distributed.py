@@ -334,6 +334,7 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank_and_the_stop_is_taken_to
             "--trainer.num_sanity_val_steps=0",
             "--trainer.enable_checkpointing=false",
             "--model.max_nonfinite_losses=1",
+            "--model.loss_balance=initial_mean",
             "--model.balance_batches=10",
             # Rank 0's batch of step 2 and rank 1's of step 4 overflow to NaN.
             "--trainer.callbacks+=recording.PoisonBatches",

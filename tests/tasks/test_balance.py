@@ -8,7 +8,7 @@ from example_data import SOURCES
 
 from conftest import make_batch
 from stsun_lightning.tasks.balance import LossBalance
-from stsun_lightning.tasks.losses import IGNORE_INDEX
+from stsun_lightning.tasks.losses import IGNORE_INDEX, batch_loss
 from stsun_lightning.tasks.module import StsunTask
 
 
@@ -34,7 +34,7 @@ def test_a_learnt_task_keeps_its_weight():
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_a_batch_without_labelled_pixels_is_not_measured():
     # As with LoveDA's test files: a batch whose every pixel is unlabelled (loss 0).
-    task = StsunTask("stsun_tiny", sources=SOURCES)
+    task = StsunTask("stsun_tiny", sources=SOURCES, loss_balance="initial_mean")
     empty = make_batch(task=0, categories=[0, 1, 2], source="landcover")
     empty.target.fill_(IGNORE_INDEX)
     assert float(task.training_step(empty, 0).detach()) == 0.0
@@ -74,12 +74,12 @@ def test_no_balance_divides_by_one_and_measures_nothing():
 
 
 def test_the_balance_round_trips_through_a_checkpoint():
-    task = StsunTask("stsun_tiny", sources=SOURCES, balance_batches=4)
+    task = StsunTask("stsun_tiny", sources=SOURCES, loss_balance="initial_mean", balance_batches=4)
     measure(task.balance, "regression", 3.0)
     checkpoint = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
     task.on_save_checkpoint(checkpoint)
     loaded = torch.load(_saved(checkpoint), weights_only=True)
-    other = StsunTask("stsun_tiny", sources=SOURCES, balance_batches=4)
+    other = StsunTask("stsun_tiny", sources=SOURCES, loss_balance="initial_mean", balance_batches=4)
     other.on_load_checkpoint(loaded)
     assert other.balance.normaliser("regression") == pytest.approx(3.0)
     assert other.balance.batches == {"regression": 1.0}
@@ -102,3 +102,12 @@ def _saved(checkpoint: dict) -> io.BytesIO:
 def test_bad_balance_arguments_are_named(arguments, message):
     with pytest.raises(ValueError, match=message):
         StsunTask("stsun_tiny", sources=SOURCES, **arguments)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_the_default_trains_on_the_raw_loss():
+    task = StsunTask("stsun_tiny", sources=SOURCES)
+    batch = make_batch(task=5, categories=None, variables=[0], source="height")
+    raw = batch_loss(task(batch), batch).value
+    torch.testing.assert_close(task.training_step(batch, 0).detach(), raw.detach())
+    assert task.balance.measuring() == ()

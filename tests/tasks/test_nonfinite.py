@@ -108,3 +108,20 @@ def test_the_skip_count_travels_in_the_checkpoint():
     other = StsunTask("stsun_tiny", sources=SOURCES)
     other.on_load_checkpoint(checkpoint)
     assert other.nonfinite.skipped == 3
+
+
+def test_a_nonfinite_micro_batch_skips_its_whole_accumulated_step():
+    torch.manual_seed(0)
+    task = StsunTask("stsun_tiny", sources=SOURCES)
+    batches = example_batches(4)
+    overflowing(batches[1])  # the second micro-batch of step 0
+    recorder = StateBeforeEachStep()
+    trainer = quiet_trainer(
+        max_steps=2, accumulate_grad_batches=2, limit_val_batches=0, callbacks=[recorder]
+    )
+    trainer.fit(task, ExampleDataModule(batches))
+    # States before each micro-batch (0, 1: step 0; 2, 3: step 1) and at the end.
+    start, after_step_0, end = recorder.states[0], recorder.states[2], recorder.states[4]
+    assert same(start["params"], after_step_0["params"]) and start["lr"] == after_step_0["lr"]
+    assert not same(after_step_0["params"], end["params"])
+    assert task.nonfinite.skipped == 1 and trainer.global_step == 2

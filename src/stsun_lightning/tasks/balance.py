@@ -12,6 +12,11 @@ loss fell 20x, its multiplier was 15x, and in the demo's final state cloud maski
 about 1500x more than regression, relative to the raw sum). With a frozen normaliser a
 task's weight stays what it was at the start; a learnt task contributes less, as it should.
 
+On the demo (seven sources, five tasks) the raw sum trained better than this balance
+(docs/architecture.md, "Departures from the design"), so ``StsunTask`` trains on the raw
+sum unless ``loss_balance="initial_mean"`` is asked for: for losses whose units differ by
+orders of magnitude (a regression target in hundreds of metres, say).
+
 Batches without a labelled pixel are not measured (their loss is 0 and says nothing), and
 every rank folds in the same all-reduced sums, so the normalisers agree across ranks. The
 state is plain data (names and floats) that a checkpoint carries.

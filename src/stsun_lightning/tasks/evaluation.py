@@ -85,7 +85,7 @@ class SourceEvaluation(nn.Module):
                 warnings.filterwarnings("ignore", message=".*was called before the ``update``")
                 values = metrics.compute()
             if count > 0:
-                scores[f"{name}/loss"] = torch.tensor(total / count)
+                scores[f"{name}/loss"] = torch.tensor(total / count, dtype=torch.float32)
             scores.update({f"{name}/{metric}": value for metric, value in values.items()})
             metrics.reset()
         self._losses = {}

@@ -53,9 +53,9 @@ class StsunTask(LightningModule):
     """Trains one STSUN network on many sources and tasks at once.
 
     Each batch comes from one source (one dataset, sensor set and task); its loss is
-    cross-entropy over the requested categories or L1 over the requested values, divided
-    by its task's normaliser (:mod:`~stsun_lightning.tasks.balance`), so that the sum does
-    not depend on the tasks' units. A step whose loss is not finite on any rank is skipped
+    cross-entropy over the requested categories or L1 over the requested values, optionally
+    divided by its task's normaliser (:mod:`~stsun_lightning.tasks.balance`), so that the
+    sum does not depend on the tasks' units. A step whose loss is not finite on any rank is skipped
     on every rank, moving nothing (:mod:`~stsun_lightning.tasks.nonfinite`).
 
     Args:
@@ -69,8 +69,10 @@ class StsunTask(LightningModule):
             :func:`~stsun_lightning.tasks.optimizer.decayed_parameters`).
         warmup_steps: linear warm-up steps before the cosine decay.
         min_lr_ratio: final learning rate over the peak.
-        loss_balance: ``"initial_mean"`` (each task's loss over its mean on its first
-            ``balance_batches`` labelled batches, then frozen) or ``"none"``.
+        loss_balance: ``"none"`` (the raw sum: the default, measured better on the demo,
+            see docs/architecture.md) or ``"initial_mean"`` (each task's loss over its mean
+            on its first ``balance_batches`` labelled batches, then frozen: a sum that does
+            not depend on the tasks' units).
         balance_batches: labelled batches of a task (over all ranks) that measure its
             normaliser.
         max_nonfinite_losses: steps with a NaN/inf loss tolerated (each skipped on every
@@ -96,7 +98,7 @@ class StsunTask(LightningModule):
         weight_decay: float = 0.05,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.01,
-        loss_balance: Literal["initial_mean", "none"] = "initial_mean",
+        loss_balance: Literal["initial_mean", "none"] = "none",
         balance_batches: int = 20,
         max_nonfinite_losses: int = 10,
         panel_every_n_epochs: int = 5,
