@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/predict_writer.py            # up to 4096² and 512 bands (~3 min)
+    python benchmarks/predict_writer.py            # up to 4096² and 512 bands (~5 min)
     python benchmarks/predict_writer.py --quick    # up to 2048² and 256 bands (~1 min)
 
 Each case writes smooth values in [0, 1] (probabilities, uncertainty) row band by row band (192 rows, as
@@ -117,9 +117,7 @@ def child(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
-        json.dumps(
-            {"seconds": seconds, "beyond_mib": (peak - baseline) / 1024, "error": error}
-        ),
+        json.dumps({"seconds": seconds, "beyond_mib": (peak - baseline) / 1024, "error": error}),
         flush=True,
     )
 

@@ -51,8 +51,9 @@ def test_common_land_cover_names_get_the_colours_people_expect():
 
 
 def test_the_three_class_prediction_of_the_issue_draws_water_blue_and_trees_green():
-    water, tree, _crop = category_colours(["water", "tree_cover", "cropland"]).astype(int)
+    water, tree, crop = category_colours(["water", "tree_cover", "cropland"]).astype(int)
     assert water[2] > water[0] and tree[1] > tree[0] and tree[1] > tree[2]
+    assert crop[0] > crop[2] and crop[1] > crop[2]  # yellow, not blue
 
 
 @pytest.mark.parametrize(
