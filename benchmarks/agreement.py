@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     metrics = {k: float(v) for k, v in validated.trainer.callback_metrics.items()}
     rows, maps = [], {}
-    for label, window, overlap in (("default windows", None, None), ("validation tiles", 64, 0)):
+    for label, window, overlap in (
+        ("default windows", None, None),
+        ("validation tiles", 64, 0),
+        ("larger windows", 128, 32),
+    ):
         options = (
             []
             if window is None
