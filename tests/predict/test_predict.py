@@ -225,7 +225,12 @@ def test_band_order_in_the_config_follows_the_files(tmp_path, trained_task):
     for path, bands in ((source, BANDS), (reordered, BANDS[::-1])):
         inputs = {"s2": {"sensor": "sentinel2_l2a", "bands": bands, "paths": str(path)}}
         writer = predict(
-            trained_task, path.parent / "out", inputs=inputs, window=48, overlap=0, statistics="rasters"
+            trained_task,
+            path.parent / "out",
+            inputs=inputs,
+            window=48,
+            overlap=0,
+            statistics="rasters",
         )
         with rasterio.open(writer.written[0]) as dst:
             maps.append(dst.read(1))
