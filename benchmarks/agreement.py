@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     with (
         rasterio.open(raster_out / "landsat8.tif") as a,
-        rasterio.open(maps["default windows"] / "landsat8_landcover" / f"{scene.name}.tif") as b,
+        rasterio.open(maps["larger windows"] / "landsat8_landcover" / f"{scene.name}.tif") as b,
     ):
         same_grid = (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
         identical = bool(same_grid and np.array_equal(a.read(1), b.read(1)))
