@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import ConcatDataset
 
 from recording import fingerprints
 from stsun_lightning.batch import collate_batches
 from stsun_lightning.cli import build_cli
 from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
+from stsun_lightning.data.samplers.epochs import EpochConcatDataset
 from stsun_lightning.data.samplers.sources import ResumableDataLoader, SourceBatchSampler
 
 TESTS = Path(__file__).parent
@@ -129,7 +129,7 @@ def test_ddp_ranks_see_disjoint_halves_and_log_the_single_process_metrics(
     )
 
     datamodule = _datamodule(world_root)
-    train = ConcatDataset(datamodule.datasets("train"))
+    train = EpochConcatDataset(datamodule.datasets("train"))
     whole = datamodule.train_dataloader().batch_sampler  # the datamodule's own settings
     assert isinstance(whole, SourceBatchSampler) and whole.world_size == 1
 
@@ -242,6 +242,10 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint_to_the_same_end
     # (the killed run recorded the batch of step 11, then died before training on it)
     assert [r["step"] for r in after] == [9, 10, 11, 9, 10, 11, 12, 13, 14, 15]
     assert all(r["items"] == steps[r["step"]] for r in after)
+    # Every epoch drew other crops (flips keep an item's fingerprint, crops do not).
+    records = _records(tmp_path / "whole" / "seen", 0, "train")
+    seen = [{i for r in records if r["epoch"] == e for i in r["items"]} for e in (0, 1)]
+    assert len(seen[1] - seen[0]) >= 0.75 * len(seen[1])
     # ...and ended with the same weights, optimiser, schedule and loss balance.
     assert resumed["state_dict"].keys() == whole["state_dict"].keys()
     for name, value in whole["state_dict"].items():
@@ -460,8 +464,8 @@ def test_the_sampler_resumes_after_the_batches_done_and_takes_lightnings_epoch()
     sampler = SourceBatchSampler(sizes, **kwargs)
     sampler.sampler.set_epoch(3)  # where Lightning sets the epoch of a batch sampler
     assert sampler.epoch == 3
-    epoch = list(sampler)
-    dataset = torch.utils.data.TensorDataset(torch.arange(sum(sizes)))
+    epoch = [[key.index for key in batch] for batch in sampler]
+    dataset = EpochConcatDataset([torch.utils.data.TensorDataset(torch.arange(sum(sizes)))])
     loader = ResumableDataLoader(dataset, batch_sampler=sampler)
     iterator = iter(loader)
     [next(iterator) for _ in range(2)]
@@ -482,7 +486,7 @@ def test_the_sampler_resumes_after_the_batches_done_and_takes_lightnings_epoch()
 
 def test_a_run_resumed_on_more_ranks_keeps_its_share_of_the_epoch_done():
     sampler = SourceBatchSampler([40], batch_size=2, num_batches=12, rank=1, world_size=4)
-    dataset = torch.utils.data.TensorDataset(torch.arange(40))
+    dataset = EpochConcatDataset([torch.utils.data.TensorDataset(torch.arange(40))])
     loader = ResumableDataLoader(dataset, batch_sampler=sampler)
     loader.load_state_dict({"epoch": 0, "batches_done": 4, "world_size": 2})  # 8 of 12 done
     assert len(list(loader)) == 3 - 2

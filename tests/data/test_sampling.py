@@ -1,11 +1,18 @@
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import TensorDataset
 
+from stsun_lightning.data.samplers.epochs import EpochConcatDataset, EpochDataset, EpochIndex
 from stsun_lightning.data.samplers.sources import SourceBatchSampler, source_probabilities
 
 
-def _source(index, offsets):
-    return int(np.searchsorted(offsets, index, side="right") - 1)
+def _source(key, offsets):
+    return int(np.searchsorted(offsets, key.index, side="right") - 1)
+
+
+def _indices(batches):
+    return [[key.index for key in batch] for batch in batches]
 
 
 def test_temperature_flattens_source_probabilities():
@@ -41,16 +48,55 @@ def test_ddp_ranks_see_disjoint_batches_that_together_make_the_epoch():
 
 def test_epochs_differ_but_are_reproducible():
     a = SourceBatchSampler([40, 24], batch_size=4, num_batches=6, seed=3)
-    first = list(a)
+    first = _indices(a)
     a.set_epoch(1)
-    second = list(a)
+    second = _indices(a)
     b = SourceBatchSampler([40, 24], batch_size=4, num_batches=6, seed=3)
     b.set_epoch(1)
-    assert first != second and list(b) == second
+    assert first != second and _indices(b) == second
+
+
+def test_every_index_carries_the_epoch_it_is_drawn_for():
+    sampler = SourceBatchSampler([40, 24], batch_size=4, num_batches=6, seed=3)
+    sampler.sampler.set_epoch(5)  # as Lightning sets it, in the main process
+    assert {key.epoch for batch in sampler for key in batch} == {5}
+    sampler.resume(2, batches_done=4)  # a resumed run draws the epoch it stopped in
+    resumed = list(sampler)
+    assert len(resumed) == 2 and {key.epoch for batch in resumed for key in batch} == {2}
+    evaluation = SourceBatchSampler([10, 7], batch_size=4, shuffle=False)
+    evaluation.set_epoch(3)
+    assert all(isinstance(key, EpochIndex) and key.epoch == 3 for b in evaluation for key in b)
 
 
 def test_evaluation_order_visits_every_item_once():
     sampler = SourceBatchSampler([10, 7], batch_size=4, shuffle=False)
-    items = [i for batch in sampler for i in batch]
+    items = [i for batch in _indices(sampler) for i in batch]
     assert items == list(range(17))
     assert len(sampler) == 5
+
+
+class _Drawn(EpochDataset[tuple[int, int]]):
+    """Item i of epoch e is (e, i)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def item(self, epoch: int, index: int) -> tuple[int, int]:
+        return epoch, index
+
+
+def test_the_concatenation_gives_each_dataset_its_own_key():
+    plain = TensorDataset(torch.arange(100, 103))
+    joined = EpochConcatDataset([_Drawn(4), plain, _Drawn(2)])
+    assert joined[EpochIndex(7, 0)] == (7, 0)
+    assert joined[EpochIndex(7, 3)] == (7, 3)
+    assert joined[EpochIndex(7, 5)] == (torch.tensor(101),)  # a plain dataset: its index
+    assert joined[EpochIndex(9, 8)] == (9, 1)  # local index, the key's epoch
+    assert joined[2] == (0, 2)  # a plain index is epoch 0
+    with pytest.raises(IndexError, match="out of range"):
+        joined[EpochIndex(0, 9)]
+    with pytest.raises(IndexError, match="out of range"):
+        _Drawn(4)[EpochIndex(0, 4)]

@@ -4,7 +4,9 @@ A datamodule of the project describes its sources (:class:`SourceInfo`), numbers
 names by one vocabulary, and after ``setup`` offers one dataset of one-item
 :class:`Batch` items per source and split (:meth:`StsunDataModule.datasets`). The base
 builds the loaders from those: batches homogeneous per source, sources mixed by a
-temperature over their sizes, each DDP rank its own share (:class:`SourceBatchSampler`).
+temperature over their sizes, each DDP rank its own share (:class:`SourceBatchSampler`),
+every index with its epoch, so a training dataset draws fresh random crops every epoch,
+the same for the same seed and epoch (:class:`EpochConcatDataset`).
 
 The same datamodule also serves a LightningModule that is not ours: with
 ``batch_format="torchgeo"`` its batches are plain mappings with TorchGeo's keys
@@ -18,10 +20,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lightning import LightningDataModule
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from stsun_lightning.batch import Batch, collate_batches
 from stsun_lightning.data.record import DataRecordMixin
+from stsun_lightning.data.samplers.epochs import EpochConcatDataset
 from stsun_lightning.data.samplers.sources import ResumableDataLoader, SourceBatchSampler
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
 
@@ -128,6 +131,9 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
         """One dataset of one-item batches per source, in :attr:`source_infos` order.
 
         Called after ``setup``; a source without data in ``split`` gets an empty dataset.
+        A dataset whose items are random (training crops, flips) is an
+        :class:`~stsun_lightning.data.samplers.epochs.EpochDataset`: the loader gives it
+        each item's epoch, and it draws the item from its seed, the epoch and the index.
         """
 
     def loader(self, datasets: Sequence[Dataset[Batch]], shuffle: bool) -> DataLoader:
@@ -139,7 +145,8 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
                 in order, source by source (evaluation).
 
         Returns:
-            The DataLoader; under DDP each rank gets its own disjoint share.
+            The DataLoader over an :class:`EpochConcatDataset` of ``datasets``; under DDP
+            each rank gets its own disjoint share.
         """
         sizes = [len(d) for d in datasets]  # type: ignore[arg-type]
         sampler = SourceBatchSampler(
@@ -151,7 +158,7 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
             shuffle=shuffle,
         )
         return ResumableDataLoader(
-            ConcatDataset(datasets),
+            EpochConcatDataset(datasets),
             batch_sampler=sampler,
             collate_fn=torchgeo_collate if self.batch_format == "torchgeo" else collate_batches,
             num_workers=self.num_workers,

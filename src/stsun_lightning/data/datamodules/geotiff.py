@@ -41,7 +41,8 @@ from stsun_lightning.data.io.statistics import (
     given_statistics,
 )
 from stsun_lightning.data.record import SourceRecord
-from stsun_lightning.data.samplers.split import SPLITS, block_patches, spatial_blocks
+from stsun_lightning.data.samplers.crops import RandomCrops
+from stsun_lightning.data.samplers.split import SPLITS, block_crops, block_patches, spatial_blocks
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
 from stsun_lightning.errors import ConfigError, RasterMismatchError
@@ -67,8 +68,8 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
         batch_size: patches per batch.
         split: ``{by: spatial_blocks, val: 0.2, test: 0.1, block_size: 8 × patch_size}``
             (block side in pixels).
-        train_samples: random training patches (default: 4 × the patches that tile the
-            training blocks).
+        train_samples: random training patches per epoch, drawn afresh every epoch
+            (default: 4 × the patches that tile the training blocks).
         statistics: per input ``{mean: [...], std: [...]}`` (physical units, after
             ``scale``), or ``"rasters"``; default: in training computed once from the
             training blocks and cached, in evaluation and prediction the checkpoint's
@@ -79,7 +80,7 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
         res: pixel size of the grid in CRS units (default: the same file's).
         date_tolerance_days: acquisitions this many days apart form one frame; dated
             labels keep the frames within this many days of their dates.
-        augment: random flips and 90° rotations of training patches.
+        augment: random flips and 90° rotations of training patches (per epoch).
         num_workers: DataLoader worker processes.
         train_batches_per_epoch: batches per training epoch (default: every sample once).
         temperature: source-mixing temperature (one source here; used when mixed).
@@ -206,9 +207,23 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
         self.blocks = spatial_blocks(
             region, grid, self.split_spec["block_size"], self.split_spec, self.hparams.seed
         )
-        patches = self._patches(region, grid)
-        self.statistics = self._training_statistics(patches["statistics"], label_files)
+        tiles = self._tiles(region, grid)
+        self.statistics = self._training_statistics(tiles["train"], label_files)
         series.set_statistics(self.statistics)
+        count = self.hparams.train_samples or 4 * len(tiles["train"])
+        patches: dict[str, list[PatchRef] | RandomCrops] = {
+            "train": block_crops(
+                self.blocks["train"],
+                region,
+                grid,
+                self.hparams.patch_size,
+                count,
+                self.hparams.seed,
+                fallback=tiles["train"],
+            ),
+            "val": tiles["val"],
+            "test": tiles["test"],
+        }
         self._datasets = {
             split: ScenePatchDataset(
                 [self.scene],
@@ -224,20 +239,19 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
         }
         self._check_labelled(self._datasets["train"])
 
-    def _patches(self, region: shapely.Geometry, grid: Grid) -> dict[str, list[PatchRef]]:
-        """Patches of every split, each wholly inside one block of its split."""
+    def _tiles(self, region: shapely.Geometry, grid: Grid) -> dict[str, list[PatchRef]]:
+        """The non-overlapping patches that tile each split's blocks.
+
+        Validation and test read these; training reads random crops of its blocks, drawn
+        afresh every epoch, and its tiles give the band statistics.
+        """
         patch = self.hparams.patch_size
-        train_grid = block_patches(self.blocks["train"], region, grid, patch)
-        count = self.hparams.train_samples or 4 * len(train_grid)
-        corners = {
-            "train": block_patches(
-                self.blocks["train"], region, grid, patch, random=count, seed=self.hparams.seed
-            ),
-            "val": block_patches(self.blocks["val"], region, grid, patch),
-            "test": block_patches(self.blocks["test"], region, grid, patch),
+        return {
+            split: [
+                PatchRef(0, x, y) for x, y in block_patches(self.blocks[split], region, grid, patch)
+            ]
+            for split in SPLITS
         }
-        corners["statistics"] = train_grid
-        return {s: [PatchRef(0, left, top) for left, top in c] for s, c in corners.items()}
 
     def _training_statistics(self, tiles: list[PatchRef], label_files: list[Path]) -> Statistics:
         """Given statistics, else those of ``tiles`` of the training blocks (cached)."""

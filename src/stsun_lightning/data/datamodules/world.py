@@ -11,7 +11,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from stsun_lightning.batch import Batch
@@ -28,6 +27,7 @@ from stsun_lightning.data.datasets.world.world import SpectralWorld
 from stsun_lightning.data.io.grid import Extent, grid_of
 from stsun_lightning.data.io.statistics import Statistics, cached_statistics, files_key
 from stsun_lightning.data.record import SourceRecord
+from stsun_lightning.data.samplers.crops import CropArea, RandomCrops
 from stsun_lightning.data.sensors import Modality, get_sensor
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
@@ -53,7 +53,8 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         patch_size: side of training and validation patches in pixels.
         batch_size: patches per batch.
         train_batches_per_epoch: batches per training epoch, over all sources.
-        samples_per_scene: random training windows per scene.
+        samples_per_scene: random training windows per scene and epoch, drawn afresh
+            every epoch from the seed, the epoch and the window's index.
         temperature: source-mixing temperature (1 = by size, larger = more uniform).
         num_workers: DataLoader worker processes.
         predict_window: window side of whole-scene prediction (``stsun predict``; default:
@@ -196,27 +197,34 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         return scenes
 
     def _dataset(self, source: SourceInfo, split: str) -> ScenePatchDataset:
+        """Training: random windows of the scenes, drawn afresh every epoch; else a grid."""
         scenes = self._normalised(source.name, split)
         p = self.hparams.patch_size
-        patches = []
-        for index, scene in enumerate(scenes):
-            extent = scene.extent
-            if split == "train":
-                rng = np.random.default_rng((self.hparams.seed, index))
-                count = self.hparams.samples_per_scene
-                rows = rng.integers(0, extent.height - p + 1, count)
-                cols = rng.integers(0, extent.width - p + 1, count)
-                starts = list(zip(rows.tolist(), cols.tolist(), strict=True))
-            else:
-                starts = [
-                    (r, c)
+        patches: list[PatchRef] | RandomCrops
+        if split == "train":
+            areas = [
+                CropArea(
+                    i,
+                    s.extent.left,
+                    s.extent.top,
+                    s.extent.width,
+                    s.extent.height,
+                    s.extent.grid.res,
+                )
+                for i, s in enumerate(scenes)
+            ]
+            count = self.hparams.samples_per_scene * len(scenes)
+            patches = RandomCrops(areas, p, count, self.hparams.seed)
+        else:
+            patches = []
+            for index, scene in enumerate(scenes):
+                extent = scene.extent
+                rx, ry = extent.grid.res
+                patches += [
+                    PatchRef(index, extent.left + c * rx, extent.top - r * ry)
                     for r in range(0, extent.height - p + 1, p)
                     for c in range(0, extent.width - p + 1, p)
                 ]
-            rx, ry = extent.grid.res
-            patches += [
-                PatchRef(index, extent.left + c * rx, extent.top - r * ry) for r, c in starts
-            ]
         return ScenePatchDataset(
             scenes,
             source,

@@ -1,23 +1,31 @@
-"""Patches of labelled scenes, each a one-item :class:`~stsun_lightning.batch.Batch`."""
+"""Patches of labelled scenes, each a one-item :class:`~stsun_lightning.batch.Batch`.
+
+The patches are a fixed list (the evaluation grids) or random crops drawn afresh every
+epoch (training: :class:`~stsun_lightning.data.samplers.crops.RandomCrops`); either way
+item ``i`` of epoch ``e`` is a function of the seed, ``e`` and ``i`` alone.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.datasets.items import target_tensor, window_batch
 from stsun_lightning.data.datasets.scenes import Scene
+from stsun_lightning.data.samplers.epochs import EpochDataset, EpochIndex, item_rng, split_key
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import OutputKindName
 from stsun_lightning.data.transforms.augment import augment_patch
 
-__all__ = ["PatchRef", "ScenePatchDataset"]
+__all__ = ["PatchDraw", "PatchRef", "ScenePatchDataset"]
+
+_FLIP_STREAM = 7
 
 
 @dataclass(frozen=True)
@@ -29,18 +37,35 @@ class PatchRef:
     top: float
 
 
-class ScenePatchDataset(Dataset[Batch]):
+class PatchDraw(Protocol):
+    """Patches that differ by epoch (:class:`~stsun_lightning.data.samplers.crops.RandomCrops`)."""
+
+    def __len__(self) -> int:
+        """Patches per epoch."""
+        ...
+
+    def draw(self, epoch: int, index: int) -> PatchRef:
+        """Patch ``index`` of ``epoch``."""
+        ...
+
+
+class ScenePatchDataset(EpochDataset[Batch]):
     """Patches of scenes of one source, read through their series, with targets.
+
+    Indexed by ``EpochIndex(epoch, i)`` (or ``i``: epoch 0): random crops and flips are
+    drawn from the seed, the epoch and ``i``, so every epoch sees others and the same
+    epoch the same ones; a fixed list of patches ignores the epoch but for the flips.
 
     Args:
         scenes: the scenes (each with labels).
         source: the source (task, categories or variables).
         vocabularies: the rows of tasks, categories and variables that batches index.
-        patches: where each patch lies.
+        patches: where each patch lies: a fixed list (evaluation grids), or random
+            crops drawn per epoch (training).
         patch_size: side of a patch in pixels.
         outputs: what the labels describe (``state``, ``change``, ``aggregate``,
             ``per_date``).
-        augment: random flips and 90° rotations.
+        augment: random flips and 90° rotations, drawn per epoch and item.
         seed: seed of the augmentation.
     """
 
@@ -49,13 +74,14 @@ class ScenePatchDataset(Dataset[Batch]):
         scenes: Sequence[Scene],
         source: SourceInfo,
         vocabularies: Mapping[str, Sequence[str]],
-        patches: Sequence[PatchRef],
+        patches: Sequence[PatchRef] | PatchDraw,
         patch_size: int,
         outputs: OutputKindName,
         augment: bool = False,
         seed: int = 0,
     ) -> None:
-        self.scenes, self.source, self.patches = list(scenes), source, list(patches)
+        self.scenes, self.source = list(scenes), source
+        self.patches = list(patches) if isinstance(patches, Sequence) else patches
         self.patch_size, self.outputs = patch_size, outputs
         self.augment, self.seed = augment, seed
         self.task_row = list(vocabularies["tasks"]).index(source.task)
@@ -67,24 +93,38 @@ class ScenePatchDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.patches)
 
-    def bounds(self, index: int) -> tuple[float, float, float, float]:
-        """``(left, bottom, right, top)`` of patch ``index`` in its scene's grid CRS."""
-        ref = self.patches[index]
+    def patch(self, epoch: int, index: int) -> PatchRef:
+        """Where patch ``index`` lies in ``epoch``."""
+        if isinstance(self.patches, list):
+            return self.patches[index]
+        return self.patches.draw(epoch, index)
+
+    def bounds(self, key: int | EpochIndex) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of a patch in its scene's grid CRS.
+
+        Args:
+            key: ``EpochIndex(epoch, i)``, or ``i`` for epoch 0.
+        """
+        return self._bounds(self.patch(*split_key(key)))
+
+    def _bounds(self, ref: PatchRef) -> tuple[float, float, float, float]:
         rx, ry = self.scenes[ref.scene].series.grid.res
         p = self.patch_size
         return ref.left, ref.top - p * ry, ref.left + p * rx, ref.top
 
-    def __getitem__(self, index: int) -> Batch:
-        ref = self.patches[index]
+    def item(self, epoch: int, index: int) -> Batch:
+        """Patch ``index`` of ``epoch`` as a one-item batch."""
+        ref = self.patch(epoch, index)
         scene = self.scenes[ref.scene]
-        bounds = self.bounds(index)
+        bounds = self._bounds(ref)
         window = scene.series.read(bounds)
         image, valid = window.image, window.valid
         target = scene.labels.read(bounds) if scene.labels is not None else None
         if target is not None:  # no label where the inputs have no data
             target[..., ~valid] = -1 if self.source.is_classification else np.nan
         if self.augment:
-            image, valid, target = augment_patch((self.seed, 7, index), image, valid, target)
+            rng = item_rng(self.seed, _FLIP_STREAM, epoch, index)
+            image, valid, target = augment_patch(rng, image, valid, target)
         complete = bool(window.band_mask.all())
         template = self._templates.get(ref.scene)
         if template is not None and complete:

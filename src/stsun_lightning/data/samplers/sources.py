@@ -2,9 +2,13 @@
 
 Under DDP every rank draws the same sequence of batches and keeps its own share, so the
 ranks see disjoint data without Lightning's ``DistributedSampler`` (the CLI sets
-``use_distributed_sampler: False``). A run that dies mid-epoch resumes at the batch it
-stopped at: :class:`ResumableDataLoader` counts the batches it has handed out, and
-Lightning saves that count in the checkpoint and gives it back on ``--ckpt_path``.
+``use_distributed_sampler: False``). Every index carries its epoch
+(:class:`~stsun_lightning.data.samplers.epochs.EpochIndex`), so a dataset draws its
+random crops of that epoch even in persistent workers. A run that dies mid-epoch
+resumes at the batch it stopped at: :class:`ResumableDataLoader` counts the batches it
+has handed out, and Lightning saves that count in the checkpoint and gives it back on
+``--ckpt_path``; the batches after it, and the crops in them, are those the run would
+have drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
+
+from stsun_lightning.data.samplers.epochs import EpochIndex
 
 __all__ = ["ResumableDataLoader", "SourceBatchSampler", "source_probabilities"]
 
@@ -43,10 +49,12 @@ def source_probabilities(sizes: Sequence[int], temperature: float) -> np.ndarray
     return weights / weights.sum()
 
 
-class SourceBatchSampler(Sampler[list[int]]):
-    """Yields batches of indices that all come from one source.
+class SourceBatchSampler(Sampler[list[EpochIndex]]):
+    """Yields batches of indices that all come from one source, each with its epoch.
 
-    Indices are global over a concatenation of sources (``offsets[s] + i``). Each epoch
+    Indices are global over a concatenation of sources (``offsets[s] + i``), as
+    ``EpochIndex(epoch, offsets[s] + i)`` keys of an
+    :class:`~stsun_lightning.data.samplers.epochs.EpochConcatDataset`. Each epoch
     draws ``num_batches`` batches in total: the source of each batch by
     :func:`source_probabilities`, then its items without replacement within the source
     (reshuffled when exhausted). Under DDP every rank draws the same sequence from the
@@ -139,12 +147,13 @@ class SourceBatchSampler(Sampler[list[int]]):
             batches.append(batch)
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[EpochIndex]]:
         start = self.start_position()
         self._resume_at = None  # once: later passes over the epoch start at its beginning
-        batches = self._all_batches()
+        epoch, batches = self.epoch, self._all_batches()
         usable = len(batches) - len(batches) % self.world_size if self.shuffle else len(batches)
-        yield from batches[self.rank : usable : self.world_size][start:]
+        for batch in batches[self.rank : usable : self.world_size][start:]:
+            yield [EpochIndex(epoch, i) for i in batch]
 
     def __len__(self) -> int:
         total = len(self._all_batches()) if not self.shuffle else self.num_batches

@@ -2,21 +2,26 @@
 
 Neighbouring pixels are correlated, so random patches for validation would leak
 training data. The region is cut into square blocks on the pixel grid; each block goes
-to one split, and every patch lies wholly inside one block.
+to one split, and every patch lies wholly inside one block: a fixed grid of tiles in
+evaluation (:func:`block_patches`), random crops drawn afresh every epoch in training
+(:func:`block_crops`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import shapely
 
+from stsun_lightning.data.datasets.patches import PatchRef
 from stsun_lightning.data.io.grid import Grid
+from stsun_lightning.data.samplers.crops import CropArea, RandomCrops, patch_inside
 from stsun_lightning.errors import ConfigError
 
-__all__ = ["SPLITS", "block_patches", "spatial_blocks"]
+__all__ = ["SPLITS", "block_crops", "block_patches", "spatial_blocks"]
 
 SPLITS = ("train", "val", "test")
 
@@ -76,55 +81,74 @@ def block_patches(
     region: shapely.Geometry,
     grid: Grid,
     patch_size: int,
-    random: int | None = None,
-    seed: int = 0,
 ) -> list[tuple[float, float]]:
-    """Top-left corners of patches wholly inside one block and the region.
+    """Top-left corners of the non-overlapping patches that tile each block in the region.
 
     Args:
         blocks: the blocks of one split.
         region: where the data is.
         grid: the pixel grid (corners lie on its pixel edges).
         patch_size: patch side in pixels.
-        random: draw this many random patches (training); None tiles each block with
-            non-overlapping patches (evaluation).
-        seed: seed of the random patches.
 
     Returns:
-        ``(left, top)`` of each patch, in grid coordinates.
+        ``(left, top)`` of each patch, in grid coordinates, block by block.
     """
-    rx, ry = grid.res
-    px, py = patch_size * rx, patch_size * ry
-    if random is None:
-        corners = []
-        for block in blocks:
-            x0, y0, x1, y1 = block.bounds
-            # Whole patches only: a block that is not a multiple of the patch leaves a
-            # margin, rather than a patch reaching into the neighbouring block.
-            for row in range(math.floor((y1 - y0) / py + 1e-9) if py else 0):
-                for col in range(math.floor((x1 - x0) / px + 1e-9) if px else 0):
-                    left, top = x0 + col * px, y1 - row * py
-                    if _inside(region, left, top, px, py):
-                        corners.append((left, top))
-        return corners
-    usable = [b for b in blocks if b.bounds[2] - b.bounds[0] >= px - 1e-9]
-    if not usable or random <= 0:
-        return []
-    rng = np.random.default_rng((seed, 13))
-    corners, attempts = [], 0
-    while len(corners) < random and attempts < 50 * random:
-        attempts += 1
-        x0, y0, x1, y1 = usable[int(rng.integers(len(usable)))].bounds
-        cols = round((x1 - x0 - px) / rx)
-        rows = round((y1 - y0 - py) / ry)
-        left = x0 + int(rng.integers(cols + 1)) * rx
-        top = y1 - int(rng.integers(rows + 1)) * ry
-        if _inside(region, left, top, px, py):
-            corners.append((left, top))
+    px, py = patch_size * grid.res[0], patch_size * grid.res[1]
+    corners = []
+    for block in blocks:
+        x0, y0, x1, y1 = block.bounds
+        # Whole patches only: a block that is not a multiple of the patch leaves a
+        # margin, rather than a patch reaching into the neighbouring block.
+        for row in range(math.floor((y1 - y0) / py + 1e-9) if py else 0):
+            for col in range(math.floor((x1 - x0) / px + 1e-9) if px else 0):
+                left, top = x0 + col * px, y1 - row * py
+                if patch_inside(region, left, top, px, py):
+                    corners.append((left, top))
     return corners
 
 
-def _inside(region: shapely.Geometry, left: float, top: float, px: float, py: float) -> bool:
-    """Whether the patch lies in the region (up to a sliver of a pixel at its edges)."""
-    patch = shapely.box(left, top - py, left + px, top)
-    return patch.difference(region).area <= 1e-6 * patch.area
+def block_crops(
+    blocks: list[shapely.Polygon],
+    region: shapely.Geometry,
+    grid: Grid,
+    patch_size: int,
+    count: int,
+    seed: int,
+    fallback: Sequence[PatchRef] = (),
+    scene: int = 0,
+) -> RandomCrops:
+    """``count`` random crops per epoch, each wholly inside one block and the region.
+
+    Every block is a :class:`CropArea`; a block that the region covers only in part
+    keeps that part, which its crops must lie in. A crop that finds no place there after
+    many tries takes one of ``fallback`` (the blocks' tiles, :func:`block_patches`).
+
+    Args:
+        blocks: the blocks of one split (training).
+        region: where the data is.
+        grid: the pixel grid (corners lie on its pixel edges).
+        patch_size: patch side in pixels.
+        count: crops per epoch.
+        seed: seed of the crops.
+        fallback: crops known to lie in the blocks and the region.
+        scene: the scene the crops read.
+
+    Returns:
+        The crops: crop ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``.
+    """
+    (rx, ry), areas = grid.res, []
+    for block in blocks:
+        x0, y0, x1, y1 = block.bounds
+        whole = patch_inside(region, x0, y1, x1 - x0, y1 - y0)
+        areas.append(
+            CropArea(
+                scene,
+                x0,
+                y1,
+                round((x1 - x0) / rx),
+                round((y1 - y0) / ry),
+                (rx, ry),
+                None if whole else block.intersection(region),
+            )
+        )
+    return RandomCrops(areas, patch_size, count, seed, fallback)

@@ -8,12 +8,17 @@ __all__ = ["augment_patch"]
 
 
 def augment_patch(
-    seed: tuple[int, ...], image: np.ndarray, valid: np.ndarray, target: np.ndarray | None
+    seed: tuple[int, ...] | np.random.Generator,
+    image: np.ndarray,
+    valid: np.ndarray,
+    target: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The same random flip and 90° rotation (drawn from ``seed``) of a patch's arrays.
 
     Args:
-        seed: seed of the draw (e.g. ``(seed, index)``), so a patch is reproducible.
+        seed: seed of the draw (e.g. ``(seed, index)``), or the item's own generator
+            (:func:`~stsun_lightning.data.samplers.epochs.item_rng`), so a patch is
+            reproducible.
         image: (..., h, w).
         valid: (h, w).
         target: (..., h', w') or None.

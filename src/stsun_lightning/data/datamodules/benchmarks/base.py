@@ -1,8 +1,9 @@
 """The base of the TorchGeo benchmark wrappers: patches, normalisation, splits, batches.
 
 :class:`BenchmarkDataset` crops a reader's examples to patches (random crops for
-training, a grid covering every pixel for evaluation), normalises the bands and builds
-one-item :class:`~stsun_lightning.batch.Batch` items. :class:`TorchGeoDataModule`
+training, drawn afresh every epoch from the seed, the epoch and the item; a grid
+covering every pixel for evaluation), normalises the bands and builds one-item
+:class:`~stsun_lightning.batch.Batch` items. :class:`TorchGeoDataModule`
 is the base of every wrapper: splits, band statistics (computed once, cached beside the
 data) and the project's loaders.
 """
@@ -28,6 +29,7 @@ from stsun_lightning.data.datamodules.base import BatchFormat, Split, StsunDataM
 from stsun_lightning.data.datamodules.benchmarks.readers import Example, OutputMode, SampleReader
 from stsun_lightning.data.io.statistics import InputStatistics
 from stsun_lightning.data.record import InputRecord, SourceRecord
+from stsun_lightning.data.samplers.epochs import EpochDataset, item_rng
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.errors import ConfigError
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_RANDOM_STREAM = 13  # a training item's crop, flip, turn and frames, in that order
 
 
 @dataclass(frozen=True)
@@ -75,21 +79,26 @@ class BatchSpec:
     num_frames: int | None = None
 
 
-def _frames(t: int, wanted: int, random: bool) -> Tensor:
-    """Indices of ``wanted`` frames out of ``t`` (t >= wanted), in time order."""
-    if random:
-        return torch.randperm(t)[:wanted].sort().values
+def _frames(t: int, wanted: int, rng: np.random.Generator | None) -> Tensor:
+    """Indices of ``wanted`` frames out of ``t`` (t >= wanted), in time order.
+
+    Random ones drawn by ``rng``, or evenly spaced ones without it.
+    """
+    if rng is not None:
+        return torch.from_numpy(np.sort(rng.permutation(t)[:wanted]))
     return torch.linspace(0, t - 1, wanted).round().long().unique()
 
 
-def make_batch(example: Example, spec: BatchSpec, random_frames: bool = False) -> Batch:
+def make_batch(
+    example: Example, spec: BatchSpec, frames_rng: np.random.Generator | None = None
+) -> Batch:
     """A one-item batch of ``example`` (already cropped).
 
     Args:
         example: image (T, C, H, W) raw values, target (H, W), dates (T,).
         spec: what the source's batches share.
-        random_frames: subsample long series at random frames (training) rather than
-            evenly spaced ones.
+        frames_rng: subsample long series at random frames drawn by this generator
+            (training) rather than at evenly spaced ones.
 
     Returns:
         The batch: image (1, T', C, H, W) normalised with NaN where missing, target
@@ -101,7 +110,7 @@ def make_batch(example: Example, spec: BatchSpec, random_frames: bool = False) -
     if spec.num_frames is not None and t != spec.num_frames:
         wanted = spec.num_frames
         if t > wanted:  # evenly spaced indices may collide: padded below if so
-            keep = _frames(t, wanted, random_frames)
+            keep = _frames(t, wanted, frames_rng)
             image, dates, time_mask = image[keep], dates[keep], time_mask[keep]
         if image.shape[0] < wanted:
             pad = wanted - image.shape[0]
@@ -137,9 +146,9 @@ def make_batch(example: Example, spec: BatchSpec, random_frames: bool = False) -
     )
 
 
-def _augment(example: Example) -> Example:
-    """A random flip and quarter turn (same for image and target)."""
-    k, flip = int(torch.randint(4, ())), bool(torch.randint(2, ()))
+def _augment(example: Example, rng: np.random.Generator) -> Example:
+    """A random flip and quarter turn (same for image and target), drawn by ``rng``."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
     image = torch.rot90(example.image, k, (-2, -1))
     target = torch.rot90(example.target, k, (-2, -1))
     if flip:
@@ -147,18 +156,25 @@ def _augment(example: Example) -> Example:
     return Example(image.contiguous(), target.contiguous(), example.dates)
 
 
-class BenchmarkDataset(Dataset[Batch]):
+class BenchmarkDataset(EpochDataset[Batch]):
     """Patches of some samples of a TorchGeo dataset, each a one-item :class:`Batch`.
+
+    Indexed by ``EpochIndex(epoch, i)`` (or ``i``: epoch 0), like every training dataset
+    of the project: in random mode, the crop, flip, turn and frames of item ``i`` are
+    drawn from ``(seed, epoch, i)``, so every epoch sees others and a rerun or a resumed
+    run the same ones.
 
     Args:
         reader: the samples.
         indices: which samples (of ``reader``) belong to this split.
         spec: what the source's batches share.
         patch_size: side of a patch in pixels.
-        mode: ``"random"``: one random patch per sample and access (training, with
-            random flips and turns if ``augment``); ``"grid"``: non-overlapping windows
-            covering every pixel, padded with ignored pixels past the edges (evaluation).
+        mode: ``"random"``: one random patch per sample and epoch (training, with
+            random flips and turns if ``augment``, random frames of long series);
+            ``"grid"``: non-overlapping windows covering every pixel, padded with
+            ignored pixels past the edges (evaluation).
         augment: random flips and quarter turns (random mode only).
+        seed: seed of the random draws.
     """
 
     def __init__(
@@ -169,8 +185,10 @@ class BenchmarkDataset(Dataset[Batch]):
         patch_size: int,
         mode: Literal["random", "grid"],
         augment: bool = True,
+        seed: int = 0,
     ) -> None:
         self.reader = reader
+        self.seed = seed
         self.spec = spec
         self.patch_size = patch_size
         self.mode = mode
@@ -187,17 +205,19 @@ class BenchmarkDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> Batch:
+    def item(self, epoch: int, index: int) -> Batch:
+        """Patch ``index`` (of ``epoch``, in random mode) as a one-item batch."""
         sample, row, col = self.items[index]
         p = self.patch_size
-        if self.mode == "random":
-            h, w = self.reader.shape(sample)
-            row = int(torch.randint(max(h - p, 0) + 1, ()))
-            col = int(torch.randint(max(w - p, 0) + 1, ()))
+        if self.mode != "random":
+            return make_batch(self.reader.read_window(sample, (row, col, p, p)), self.spec)
+        rng = item_rng(self.seed, _RANDOM_STREAM, epoch, index)
+        h, w = self.reader.shape(sample)
+        row, col = int(rng.integers(max(h - p, 0) + 1)), int(rng.integers(max(w - p, 0) + 1))
         example = self.reader.read_window(sample, (row, col, p, p))
         if self.augment:
-            example = _augment(example)
-        return make_batch(example, self.spec, random_frames=self.mode == "random")
+            example = _augment(example, rng)
+        return make_batch(example, self.spec, frames_rng=rng)
 
 
 class _Empty(Dataset[Batch]):
@@ -276,6 +296,9 @@ class TorchGeoDataModule(StsunDataModule):
         mean: per-band mean of raw values, in band order (skips the computation).
         std: per-band standard deviation of raw values, in band order.
         augment: random flips and quarter turns of training patches.
+
+    Training patches, flips and frames are drawn afresh every epoch from ``seed``, the
+    epoch and the item (:class:`BenchmarkDataset`).
     """
 
     source_name: ClassVar[str]
@@ -481,7 +504,13 @@ class TorchGeoDataModule(StsunDataModule):
         reader, indices = found
         if split == "train":
             return BenchmarkDataset(
-                reader, indices, self.batch_spec(), self.patch_size, "random", self.augment
+                reader,
+                indices,
+                self.batch_spec(),
+                self.patch_size,
+                "random",
+                self.augment,
+                seed=self.seed,
             )
         return BenchmarkDataset(reader, indices, self.batch_spec(), self.eval_patch_size, "grid")
 
