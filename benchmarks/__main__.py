@@ -57,6 +57,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("model_speed", "model_speed.py", "model_speed"),
     Benchmark("loader_speed", "loader_speed.py", "loader_speed"),
     Benchmark("predict_memory", "predict_memory.py", "predict_memory"),
+    Benchmark("agreement", "agreement.py", "agreement"),
+    Benchmark("predict_writer", "predict_writer.py", "predict_writer"),
     Benchmark("scale_options", "scale_options.py", "scale_options"),
     Benchmark("world_separability", "world_separability.py", "world_separability"),
     Benchmark("accuracy", "accuracy.py", "accuracy"),

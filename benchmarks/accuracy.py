@@ -70,7 +70,7 @@ from accuracy_data import (
     subsample_dates,
 )
 from accuracy_report import write_report
-from accuracy_train import UnetBaseline, confusion, fit, scores
+from accuracy_train import UnetBaseline, fit, scores
 from accuracy_unified import unified_vs_specialists
 from stsun_lightning.batch import Batch, OutputKind
 from stsun_lightning.data.datasets.world.layout import CROP_TYPES
@@ -80,6 +80,7 @@ from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.models import Stsun
 from stsun_lightning.models.factory import create_model
 from stsun_lightning.tasks.losses import category_loss
+from stsun_lightning.tasks.metrics import ClassMetrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPERIMENTS = ("unseen_sensor", "unified", "new_classes", "resolution", "time_series")
@@ -173,7 +174,7 @@ def score_stsun(
     rows = model.category_embedding.rows(stack.classes).tolist()
     task_row = model.task_embedding.vocabulary.index(task)
     k = len(stack.classes)
-    matrix = torch.zeros(k, k, dtype=torch.long)
+    metrics = ClassMetrics(stack.classes)
     n = stack.image.shape[0]
     plans = [list(range(stack.image.shape[1]))] * n if frames is None else frames
     for i, keep in enumerate(plans):
@@ -184,20 +185,19 @@ def score_stsun(
         )
         if transform is not None:
             batch = transform(batch)
-        matrix += confusion(_predict(model, batch), stack.label[s : s + 1], k)
-    return scores(matrix, stack.classes)
+        metrics.update(_predict(model, batch), stack.label[s : s + 1])
+    return scores(metrics)
 
 
 @torch.inference_mode()
 def score_unet(model: nn.Module, stack: Stack) -> dict[str, float]:
     """Scores of a U-Net on every scene of ``stack``, whole."""
     model.eval()
-    k = len(stack.classes)
-    matrix = torch.zeros(k, k, dtype=torch.long)
+    metrics = ClassMetrics(stack.classes)
     for s in range(stack.image.shape[0]):
         prediction = model(stack.image[s : s + 1]).argmax(1)
-        matrix += confusion(prediction, stack.label[s : s + 1], k)
-    return scores(matrix, stack.classes)
+        metrics.update(prediction, stack.label[s : s + 1])
+    return scores(metrics)
 
 
 def train_stsun(
@@ -249,7 +249,7 @@ def train_stsun(
         assert logits is not None and batch.target is not None
         return category_loss(logits, batch.target)
 
-    return fit(model.named_parameters(), loss, steps or cfg.steps)
+    return fit(model, loss, steps or cfg.steps)
 
 
 def train_unet(model: nn.Module, stack: Stack, cfg: Config, seed: int) -> dict[str, float]:
@@ -264,7 +264,7 @@ def train_unet(model: nn.Module, stack: Stack, cfg: Config, seed: int) -> dict[s
             return model(image).sum() * 0.0
         return ce(model(image), label)
 
-    return fit(model.named_parameters(), loss, cfg.steps)
+    return fit(model, loss, cfg.steps)
 
 
 def _row(
@@ -514,7 +514,7 @@ def new_classes(
         return model.category_head(feats, rows_b, mask.expand(feats.shape[0], k))
 
     ours_training = fit(
-        [("category_embedding.weight", table)],
+        model.category_embedding,
         lambda _: category_loss(logits_of(features), target),
         cfg.fewshot_steps,
         learning_rate=1e-2,
@@ -523,15 +523,15 @@ def new_classes(
     )
     assert torch.equal(table.detach()[:old], before[:old]), "old category rows changed"
     with torch.no_grad():
-        ours = scores(
-            confusion(logits_of(val_features)[:, 0].argmax(1), fine_val.label, k), FINE_CLASSES
-        )
+        ours_metrics = ClassMetrics(FINE_CLASSES)
+        ours_metrics.update(logits_of(val_features)[:, 0].argmax(1), fine_val.label)
+        ours = scores(ours_metrics)
 
     torch.manual_seed(cfg.seed)
     head = nn.Conv2d(features.shape[2], k, 1)
     ce = nn.CrossEntropyLoss(ignore_index=-1)
     head_training = fit(
-        head.named_parameters(),
+        head,
         lambda _: ce(head(features[:, 0]), label),
         cfg.fewshot_steps,
         learning_rate=1e-2,
@@ -539,9 +539,9 @@ def new_classes(
         warmup_steps=10,
     )
     with torch.no_grad():
-        theirs = scores(
-            confusion(head(val_features[:, 0]).argmax(1), fine_val.label, k), FINE_CLASSES
-        )
+        theirs_metrics = ClassMetrics(FINE_CLASSES)
+        theirs_metrics.update(head(val_features[:, 0]).argmax(1), fine_val.label)
+        theirs = scores(theirs_metrics)
     rows_out = [
         _row(
             "new_classes",

@@ -300,7 +300,7 @@ def make_batch(
         wavelength_nm=metadata["wavelength_nm"].expand(b, c),
         bandwidth_nm=metadata["bandwidth_nm"].expand(b, c),
         modality=metadata["modality"].expand(b, c),
-        band_mask=torch.ones(b, c, dtype=torch.bool),
+        band_mask=torch.ones(b, t, c, dtype=torch.bool),
         gsd_m=torch.full((b,), float(gsd_m)),
         dates=dates.float(),
         time_mask=torch.ones(b, t, dtype=torch.bool),
@@ -322,7 +322,7 @@ def mask_bands(batch: Batch, removed: Sequence[int]) -> Batch:
     """
     index = torch.as_tensor(list(removed), dtype=torch.long)
     band_mask = batch.band_mask.clone()
-    band_mask[:, index] = False
+    band_mask[..., index] = False
     image = batch.image.clone()
     image[:, :, index] = math.nan
     return dataclasses.replace(batch, image=image, band_mask=band_mask)
@@ -338,5 +338,5 @@ def drop_bands(batch: Batch, removed: Sequence[int]) -> Batch:
         wavelength_nm=batch.wavelength_nm[:, keep],
         bandwidth_nm=batch.bandwidth_nm[:, keep],
         modality=batch.modality[:, keep],
-        band_mask=batch.band_mask[:, keep],
+        band_mask=batch.band_mask[..., keep],
     )

@@ -2,8 +2,9 @@
 
 Every model of :mod:`accuracy` is trained by :func:`fit` with the recipe of the demo
 (AdamW, learning rate 2e-3 with linear warm-up and cosine decay to 1 %, weight decay
-0.05 on matrices only, gradient clipping at 1.0) and scored by :func:`scores` from a
-confusion matrix, with the project's own :func:`~stsun_lightning.tasks.metrics.class_scores`.
+0.05 on layer weights only, gradient clipping at 1.0: the project's own
+:func:`~stsun_lightning.tasks.optimizer.adamw_with_schedule`) and scored by :func:`scores`
+with the project's own :class:`~stsun_lightning.tasks.metrics.ClassMetrics`.
 
 Shapes: B batch, T dates, C bands, H×W pixels, K classes.
 """
@@ -12,22 +13,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stsun_lightning.tasks.losses import IGNORE_INDEX
-from stsun_lightning.tasks.metrics import class_scores
-from stsun_lightning.tasks.schedule import warmup_cosine
+from stsun_lightning.tasks.metrics import ClassMetrics
+from stsun_lightning.tasks.optimizer import adamw_with_schedule
 
-__all__ = ["UnetBaseline", "confusion", "fit", "scores"]
+__all__ = ["UnetBaseline", "fit", "scores"]
 
 
 def fit(
-    parameters: Iterable[tuple[str, nn.Parameter]],
+    model: nn.Module,
     loss_of_step: Callable[[int], Tensor],
     steps: int,
     learning_rate: float = 2e-3,
@@ -37,32 +37,21 @@ def fit(
     """Minimise ``loss_of_step(step)`` for ``steps`` steps.
 
     Args:
-        parameters: named parameters to train (others stay as they are).
+        model: what to train: its trainable parameters (frozen ones stay as they are).
         loss_of_step: draws a batch for the step and returns its scalar loss.
         steps: optimiser steps.
         learning_rate: peak learning rate.
-        weight_decay: decay of matrices (not of embedding tables, vectors or scalars).
+        weight_decay: decay of layer weights (not of tables, norms, biases or scales).
         warmup_steps: linear warm-up, at most a tenth of ``steps``.
 
     Returns:
         ``{"seconds", "first_loss", "last_loss"}`` (last: mean of the last 10 % of steps).
     """
-    decay, no_decay = [], []
-    for name, p in parameters:
-        if p.requires_grad:
-            table = name.endswith("embedding.weight") or name.endswith("table.weight")
-            (decay if p.dim() >= 2 and not table else no_decay).append(p)
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=learning_rate,
-    )
     warmup = max(1, min(warmup_steps, steps // 10))
-    schedule = warmup_cosine(steps, warmup, floor=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    trained = decay + no_decay
+    optimiser, scheduler = adamw_with_schedule(
+        model, learning_rate, weight_decay, steps, warmup, min_lr_ratio=0.01
+    )
+    trained = [p for group in optimiser.param_groups for p in group["params"]]
     losses = []
     start = time.perf_counter()
     for step in range(steps):
@@ -81,29 +70,9 @@ def fit(
     }
 
 
-def confusion(prediction: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """Confusion matrix (rows: target, columns: prediction) of labelled pixels.
-
-    Args:
-        prediction: (...) long classes 0..K-1.
-        target: (...) long classes 0..K-1, :data:`IGNORE_INDEX` where unlabelled.
-        num_classes: K.
-
-    Returns:
-        (K, K) int64 counts.
-    """
-    labelled = target != IGNORE_INDEX
-    index = target[labelled] * num_classes + prediction[labelled]
-    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
-
-
-def scores(matrix: Tensor, classes: tuple[str, ...]) -> dict[str, float]:
-    """mIoU, macro F1, accuracy and per-class IoU from a (K, K) confusion matrix."""
-    return {
-        k: round(float(v), 4)
-        for k, v in class_scores(matrix, classes).items()
-        if not k.startswith("f1_")
-    }
+def scores(metrics: ClassMetrics) -> dict[str, float]:
+    """mIoU, macro F1, accuracy and per-class IoU of what ``metrics`` was updated with."""
+    return {k: round(float(v), 4) for k, v in metrics.compute().items() if not k.startswith("f1_")}
 
 
 class UnetBaseline(nn.Module):

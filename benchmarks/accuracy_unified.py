@@ -138,7 +138,7 @@ def _train_unet(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> d
         return _unet_loss(model, batch, source.is_classification)
 
     model.train()
-    training = fit(model.named_parameters(), loss, steps, learning_rate=_LEARNING_RATE)
+    training = fit(model, loss, steps, learning_rate=_LEARNING_RATE)
     metrics = SourceMetrics(source)
     model.eval()
     with torch.inference_mode():

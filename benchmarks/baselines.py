@@ -162,7 +162,7 @@ class VitSameDecoder(nn.Module):
         b, c, height, width = image.shape
         tokens = self.encoder(image)[:, None]  # (B, To=1, h, w, D)
         band_embedding = self.band_table.expand(b, -1, -1)
-        band_mask = torch.ones(b, c, dtype=torch.bool, device=image.device)
+        band_mask = torch.ones(b, 1, c, dtype=torch.bool, device=image.device)  # (B, T=1, C)
         ones = torch.ones(b, 1, 1, dtype=image.dtype, device=image.device)
         features = self.decoder(
             tokens,

@@ -19,6 +19,10 @@ was imported and the model built, before prediction. Throughput is windows per
 second of the whole run, against the same model's forward alone on the same windows
 (already in memory, same batches), measured in the same process just before.
 
+At each size a run adds a second input, a DEM in another CRS (EPSG:3857) and grid (30 m),
+read onto the raster's grid window by window through a ``WarpedVRT``: its memory must stay
+flat in raster size too.
+
 A last run at the middle size leaves GDAL's block cache at its default (5% of RAM)
 to show why ``gdal_cache_mb`` is set. Results: ``benchmarks/results/predict_memory{,_quick}
 .{json,md}`` and ``predict_memory{,_quick}.png``.
@@ -76,6 +80,38 @@ def write_raster(path: Path, size: int) -> Path:
     return path
 
 
+def write_dem(path: Path, raster: Path) -> Path:
+    """A static DEM over ``raster``'s footprint in EPSG:3857 at 30 m (another CRS and grid)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window
+
+    if path.exists():
+        return path
+    with rasterio.open(raster) as src:
+        left, bottom, right, top = transform_bounds(src.crs, "EPSG:3857", *src.bounds)
+    width, height = int((right - left) / 30) + 2, int((top - bottom) / 30) + 2
+    tmp = path.with_suffix(".partial.tif")
+    profile = dict(
+        driver="GTiff", height=height, width=width, count=1, dtype="float32", crs="EPSG:3857",
+        transform=from_origin(left - 30, top + 30, 30, 30), tiled=True, blockxsize=256,
+        blockysize=256, compress="deflate", BIGTIFF="IF_SAFER",
+    )  # fmt: skip
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for row in range(0, height, 512):
+            rows = min(512, height - row)
+            y = np.arange(row, row + rows, dtype=np.float32)[:, None]
+            x = np.arange(width, dtype=np.float32)[None]
+            dst.write(
+                (200 + 50 * np.sin(x / 40) * np.cos(y / 30))[None],
+                window=Window(0, row, width, rows),
+            )
+    tmp.rename(path)
+    return path
+
+
 def _tree_pss_kib(pid: int) -> int:
     """PSS of ``pid`` and all its descendants, in KiB (0 for processes gone)."""
     total, stack = 0, [pid]
@@ -109,10 +145,15 @@ def child(args: argparse.Namespace) -> None:
             "landcover": {"task": "semantic_segmentation", "categories": ["a", "b", "c", "d"]}
         },
     ).eval()
+    inputs = {"s2": {"sensor": "sentinel2_l2a", "bands": BANDS, "paths": args.raster}}
+    statistics = dict(STATISTICS)
+    if args.dem:
+        inputs["dem"] = {"sensor": "copernicus_dem", "paths": args.dem}
+        statistics["dem"] = {"mean": [200.0], "std": [50.0]}
     datamodule = RasterPredictionDataModule(
-        inputs={"s2": {"sensor": "sentinel2_l2a", "bands": BANDS, "paths": args.raster}},
+        inputs=inputs,
         categories=["a", "b", "c", "d"],
-        statistics=STATISTICS,
+        statistics=statistics,
         window=args.window,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -163,14 +204,19 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(
-    raster: Path, output: Path, args: argparse.Namespace, gdal_cache_mb: int, workers: int
+    raster: Path,
+    output: Path,
+    args: argparse.Namespace,
+    gdal_cache_mb: int,
+    workers: int,
+    dem: Path | None = None,
 ) -> dict[str, Any]:
     """Run :func:`child` in a fresh process, sampling its memory."""
     command = [
         sys.executable, __file__, "--child", "--raster", str(raster), "--output", str(output),
         "--window", str(args.window), "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
         "--workers", str(workers), "--threads", str(args.threads), "--gdal-cache-mb", str(gdal_cache_mb),
-        "--forward-windows", str(args.forward_windows),
+        "--forward-windows", str(args.forward_windows), *(["--dem", str(dem)] if dem else []),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     samples: list[int] = []
@@ -212,6 +258,7 @@ def measure(
         "throughput_ratio": round(rate / forward_rate, 3),
         "gdal_cache_mb": gdal_cache_mb if gdal_cache_mb > 0 else "default",
         "workers": workers,
+        "inputs": "s2 + DEM (EPSG:3857, 30 m)" if dem else "s2",
     }
 
 
@@ -223,12 +270,12 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{report['batch_size']}, {report['threads']} torch threads, class map COG; "
         f"{report['machine']}.",
         "",
-        "| raster | workers | GDAL cache | peak MiB | beyond model MiB | windows/s | forward alone | ratio |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| raster | inputs | workers | GDAL cache | peak MiB | beyond model MiB | windows/s | forward alone | ratio |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in report["runs"]:
         lines.append(
-            f"| {row['size']}² | {row['workers']} | {row['gdal_cache_mb']} | {row['peak_mib']:.0f} | "
+            f"| {row['size']}² | {row.get('inputs', 's2')} | {row['workers']} | {row['gdal_cache_mb']} | {row['peak_mib']:.0f} | "
             f"{row['beyond_model_mib']:.0f} | {row['windows_per_s']:.2f} | "
             f"{row['forward_windows_per_s']:.2f} | {row['throughput_ratio']:.2f} |"
         )
@@ -244,7 +291,11 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for workers in sorted({r["workers"] for r in report["runs"]}):
         rows = [
-            r for r in report["runs"] if r["workers"] == workers and r["gdal_cache_mb"] != "default"
+            r
+            for r in report["runs"]
+            if r["workers"] == workers
+            and r["gdal_cache_mb"] != "default"
+            and r.get("inputs", "s2") == "s2"
         ]
         ax.plot(
             [r["size"] for r in rows],
@@ -257,6 +308,14 @@ def _plot(report: dict[str, Any], path: Path) -> None:
             [r["model_mib"] for r in rows],
             "x--",
             label=f"{workers} workers: model",
+        )
+    with_dem = [r for r in report["runs"] if r.get("inputs", "s2") != "s2"]
+    if with_dem:
+        ax.plot(
+            [r["size"] for r in with_dem],
+            [r["peak_mib"] for r in with_dem],
+            "d-",
+            label="+ DEM in another CRS: peak",
         )
     default = [r for r in report["runs"] if r["gdal_cache_mb"] == "default"]
     if default:
@@ -292,6 +351,7 @@ def main() -> None:
     parser.add_argument("--gdal-cache-mb", type=int, default=256)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raster", help=argparse.SUPPRESS)
+    parser.add_argument("--dem", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -309,6 +369,13 @@ def main() -> None:
             row["size"] = size
             runs.append(row)
             print(json.dumps(row), flush=True)
+        dem = write_dem(workdir / f"dem_{size}.tif", raster)
+        row = measure(
+            raster, workdir / f"out_{size}_dem", args, args.gdal_cache_mb, args.workers[0], dem
+        )
+        row["size"] = size
+        runs.append(row)
+        print(json.dumps(row), flush=True)
     middle = sizes[len(sizes) // 2]
     row = measure(
         workdir / f"raster_{middle}.tif",

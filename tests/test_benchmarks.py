@@ -32,11 +32,12 @@ from accuracy_data import (  # noqa: E402
     subsample_dates,
 )
 from accuracy_report import markdown, write_report  # noqa: E402
-from accuracy_train import UnetBaseline, confusion, fit, scores  # noqa: E402
+from accuracy_train import UnetBaseline, fit, scores  # noqa: E402
 from stsun_lightning.batch import OutputKind  # noqa: E402
 from stsun_lightning.data.sensors import get_sensor  # noqa: E402
 from stsun_lightning.models import create_model  # noqa: E402
 from stsun_lightning.models.spectral import IndexBandEncoder  # noqa: E402
+from stsun_lightning.tasks.metrics import ClassMetrics  # noqa: E402
 
 S2 = get_sensor("sentinel2_l2a").bands
 CLASSES = ("water", "tree_cover", "cropland", "built_up", "bare_soil", "grassland")
@@ -163,7 +164,7 @@ def test_band_removal_masked_equals_dropped_for_metadata(stack):
     removed = [0, 10, 11]
     masked, dropped = mask_bands(batch, removed), drop_bands(batch, removed)
     assert masked.image.shape == batch.image.shape
-    assert masked.band_mask[0].tolist() == [i not in removed for i in range(12)]
+    assert masked.band_mask[0, 0].tolist() == [i not in removed for i in range(12)]
     assert torch.isnan(masked.image[:, :, removed]).all()
     assert dropped.image.shape == (1, 1, 9, 24, 24)
     assert torch.equal(dropped.image[:, :, 0], batch.image[:, :, 1])
@@ -177,14 +178,15 @@ def test_band_removal_masked_equals_dropped_for_metadata(stack):
 # --- training and scoring helpers --------------------------------------------------------
 
 
-def test_confusion_and_scores():
+def test_scores_of_the_accuracy_loops():
     target = torch.tensor([0, 0, 1, 1, 2, -1])
     prediction = torch.tensor([0, 1, 1, 1, 2, 0])
-    matrix = confusion(prediction, target, 3)
-    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
-    result = scores(matrix, ("a", "b", "c"))
+    metrics = ClassMetrics(("a", "b", "c"))
+    metrics.update(prediction, target)
+    result = scores(metrics)
     assert result["iou_a"] == 0.5 and result["iou_b"] == pytest.approx(2 / 3, abs=1e-4)
     assert result["miou"] == pytest.approx((0.5 + 2 / 3 + 1) / 3, abs=1e-4)
+    assert not any(k.startswith("f1_") for k in result)
 
 
 def test_unet_baseline_takes_any_size():
@@ -203,7 +205,7 @@ def test_fit_trains_only_what_it_is_given():
     x = torch.randn(32, 3)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
     result = fit(
-        trained.named_parameters(),
+        trained,
         lambda _: ((trained(x) + frozen(x).detach() - y) ** 2).mean(),
         60,
         learning_rate=0.1,

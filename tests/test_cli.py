@@ -168,7 +168,7 @@ def test_predict_writes_cogs_of_rasters_with_a_checkpoint_trained_on_other_sourc
             "predict",
             "--config=configs/predict.yaml",
             "--data.inputs={landsat8: {sensor: landsat8_oli_tirs, "
-            f"bands: [B1, B2, B3, B4, B5, B6, B7, B10], paths: '{scene}/landsat8_*.tif'}}}}",
+            f"bands: [B1, B2, B3, B4, B5, B6, B7, B10], scale: 0.0001, paths: '{scene}/landsat8_*.tif'}}}}",
             "--data.categories=[grassland,water]",
             "--data.window=32",
             "--data.overlap=8",
@@ -187,3 +187,18 @@ def test_predict_writes_cogs_of_rasters_with_a_checkpoint_trained_on_other_sourc
         assert (dst.crs, dst.transform, dst.shape) == (ref.crs, ref.transform, ref.shape)
         assert dst.tags()["CATEGORIES"] == "0:grassland,1:water"
         assert set(dst.read(1).ravel()) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_the_trainer_writes_checkpoints_atomically_unless_told_otherwise(world_root, tmp_path):
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from stsun_lightning.tasks.checkpoint_io import AtomicCheckpointIO
+
+    args = [*_data_args(world_root, "s2_clouds"), *_trainer_args(tmp_path)]
+    cli = build_cli(args, run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    own = build_cli(
+        [*args, "--trainer.plugins=lightning.pytorch.plugins.io.TorchCheckpointIO"], run=False
+    )
+    assert type(own.trainer.strategy.checkpoint_io) is TorchCheckpointIO

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,13 +77,13 @@ def _stsun(subcommand: str, root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run(argv: list[str], timeout: float, **extra_env: str) -> subprocess.CompletedProcess:
     """Run ``stsun`` with this folder importable, one thread per process, no SLURM around."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_"))}
     for name in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", **extra_env)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -258,7 +260,112 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint_to_the_same_end
     ):
         torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=0, atol=0)
     assert resumed["lr_schedulers"] == whole["lr_schedulers"]
-    assert resumed["loss_scale"] == whole["loss_scale"]
+    assert resumed["loss_balance"] == whole["loss_balance"]
+
+
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A temporary folder on another file system than ``tmp_path`` (as a node's /tmp is)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_process_killed_while_saving_resumes_from_the_previous_last_checkpoint(
+    world_root, tmp_path, other_file_system
+):
+    out = tmp_path / "run"
+    folder = out / "checkpoints"
+
+    def fit(*extra: str) -> subprocess.CompletedProcess:
+        argv = _stsun(
+            "fit",
+            world_root,
+            out,
+            "--trainer.devices=1",
+            "--trainer.max_steps=6",
+            "--trainer.limit_val_batches=0",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            f"--trainer.callbacks.dirpath={folder}",
+            "--trainer.callbacks.save_last=true",
+            "--trainer.callbacks.save_top_k=0",
+            "--trainer.callbacks.every_n_train_steps=2",
+            *extra,
+        )
+        # $TMPDIR on another file system, as on a cluster node: Lightning's own writer
+        # then copies its temporary file into last.ckpt, which a kill leaves half-written.
+        return _run(argv, timeout=150, TMPDIR=str(other_file_system))
+
+    # Checkpoints at steps 2, 4 and 6: killed while writing the one of step 4.
+    killed = fit("--trainer.callbacks+=recording.KillWhileSaving", "--trainer.callbacks.save=2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    previous = torch.load(folder / "last.ckpt", weights_only=True)
+    assert previous["global_step"] == 2
+    assert list(folder.glob(".last.ckpt.*.part")), "the process died before writing"
+
+    _check(fit("--ckpt_path=last"))
+    resumed = torch.load(folder / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 6
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # partial file removed
+
+
+def _states(folder: Path, rank: int) -> dict[int, dict]:
+    lines = (folder / f"states_rank{rank}.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_nan_on_one_rank_skips_the_step_on_every_rank_and_the_stop_is_taken_together(
+    world_root, tmp_path
+):
+    out = tmp_path / "nan"
+    result = _run(
+        _stsun(
+            "fit",
+            world_root,
+            out,
+            "--trainer.strategy=ddp",
+            "--trainer.devices=2",
+            "--trainer.max_steps=8",
+            "--trainer.limit_val_batches=0",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_checkpointing=false",
+            "--model.max_nonfinite_losses=1",
+            "--model.loss_balance=initial_mean",
+            "--model.balance_batches=10",
+            # Rank 0's batch of step 2 and rank 1's of step 4 overflow to NaN.
+            "--trainer.callbacks+=recording.PoisonBatches",
+            "--trainer.callbacks.ranks=[0,1]",
+            "--trainer.callbacks.steps=[2,4]",
+            "--trainer.callbacks+=recording.StepStates",
+            f"--trainer.callbacks.folder={out / 'states'}",
+        ),
+        timeout=240,  # a rank left waiting in a collective would run into this
+    )
+    # Rank 1 saw the second NaN, past the limit; rank 0 stops with it, at the same step.
+    assert result.returncode != 0
+    assert (
+        "Stopping at step 4: 2 steps had a non-finite loss (limit max_nonfinite_losses=1); "
+        "the last on 1 other rank(s)" in result.stderr
+    ), result.stderr[-4000:]
+    ranks = [_states(out / "states", r) for r in (0, 1)]
+    assert [sorted(r) for r in ranks] == [[0, 1, 2, 3, 4]] * 2
+    assert ranks[0] == ranks[1]  # the same weights, moments, schedule, count and balance
+    states = ranks[0]
+    for key in ("params", "optimizer", "lr"):
+        assert states[2][key] == states[3][key], f"the skipped step moved the {key}"
+        assert states[1][key] != states[2][key] and states[3][key] != states[4][key]
+    assert [states[s]["skipped"] for s in range(5)] == [0, 0, 0, 1, 1]
+    # The balance measured both ranks' batches (two a step), not the skipped step's.
+    measured = [sum(states[s]["balance"]["batches"].values()) for s in range(5)]
+    assert measured == [0, 2, 4, 4, 6]
 
 
 @pytest.mark.slow

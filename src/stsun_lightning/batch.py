@@ -75,10 +75,17 @@ class Batch:
             0 where meaningless (elevation).
         bandwidth_nm: (B, C) float, full width at half maximum; 0 = unknown.
         modality: (B, C) long, ids of :class:`~stsun_lightning.data.sensors.Modality`.
-        band_mask: (B, C) bool, True for real bands.
+        band_mask: (B, T, C) bool: band c observed at frame t. False for padding, a
+            missing band, or a sensor with no acquisition at that frame (Sentinel-1 and
+            Sentinel-2 on different days). A band masked at a frame changes no output,
+            exactly as if it were absent at that frame: its values there (NaN, 0,
+            anything) are never read. A frame with no real band is treated as not real,
+            as if its ``time_mask`` were False; every item needs at least one real frame
+            with a real band.
         gsd_m: (B,) float, metres per pixel of ``image``.
         dates: (B, T) float, days since 1970-01-01; NaN where unknown.
-        time_mask: (B, T) bool, True for real frames.
+        time_mask: (B, T) bool, True for real frames (see ``band_mask`` for frames
+            that have no real band).
         valid_mask: (B, H, W) bool, True for pixels with data.
         task: (B,) long, rows of the task vocabulary.
         outputs: (B, To, 3) float, per output slot ``(kind, ref_a, ref_b)``: kind is an
@@ -119,6 +126,11 @@ class Batch:
     def batch_size(self) -> int:
         """B."""
         return self.image.shape[0]
+
+    @property
+    def observed_frames(self) -> Tensor:
+        """(B, T) bool: real frames with at least one real band, the frames the network reads."""
+        return self.time_mask & self.band_mask.any(-1)
 
     @property
     def num_outputs(self) -> int:
@@ -218,7 +230,7 @@ def _validate(b: Batch) -> None:
         raise BatchValidationError(
             f"Batch field 'modality' has an unknown id; expected one of {known}."
         )
-    _check("band_mask", b.band_mask, (bsz, c), "bool")
+    _check("band_mask", b.band_mask, (bsz, t, c), "bool")
     _check("gsd_m", b.gsd_m, (bsz,), "float")
     _check("dates", b.dates, (bsz, t), "float")
     _check("time_mask", b.time_mask, (bsz, t), "bool")
@@ -230,10 +242,13 @@ def _validate(b: Batch) -> None:
         raise BatchValidationError(
             "Batch field 'outputs' has no output slot (To = 0), expected To >= 1."
         )
-    if not bool(b.band_mask.any(1).all()):
-        raise BatchValidationError("Batch field 'band_mask' has an item with no real band.")
     if not bool(b.time_mask.any(1).all()):
         raise BatchValidationError("Batch field 'time_mask' has an item with no real frame.")
+    if not bool(b.observed_frames.any(1).all()):
+        raise BatchValidationError(
+            "Batch field 'band_mask' has an item with no real band at any real frame; "
+            "expected at least one True in band_mask[i, t] for some t with time_mask[i, t]."
+        )
     if bool((b.gsd_m <= 0).any()) or not bool(torch.isfinite(b.gsd_m).all()):
         raise BatchValidationError(
             f"Batch field 'gsd_m' must be positive and finite, got {b.gsd_m.tolist()}."

@@ -1,10 +1,13 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import make_batch
 from stsun_lightning.batch import collate_batches
+from stsun_lightning.data.datasets.items import window_batch
+from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.errors import BatchValidationError
 
 
@@ -30,7 +33,12 @@ def test_a_valid_batch_passes_and_reports_its_sizes():
             torch.full((2, 5), 9),
             r"'modality' has an unknown id; expected one of 0=optical",
         ),
-        ("band_mask", torch.ones(2, 5), r"'band_mask' has dtype torch.float32, expected bool"),
+        ("band_mask", torch.ones(2, 2, 5), r"'band_mask' has dtype torch.float32, expected bool"),
+        (
+            "band_mask",
+            torch.ones(2, 5, dtype=torch.bool),
+            r"'band_mask' has shape \(2, 5\), expected \(2, 2, 5\)",
+        ),
         ("dates", torch.zeros(2, 3), r"'dates' has shape \(2, 3\), expected \(2, 2\)"),
         (
             "valid_mask",
@@ -40,8 +48,8 @@ def test_a_valid_batch_passes_and_reports_its_sizes():
         ("gsd_m", torch.tensor([10.0, 0.0]), r"'gsd_m' must be positive"),
         (
             "band_mask",
-            torch.zeros(2, 5, dtype=torch.bool),
-            r"'band_mask' has an item with no real band",
+            torch.zeros(2, 2, 5, dtype=torch.bool),
+            r"'band_mask' has an item with no real band at any real frame",
         ),
         (
             "time_mask",
@@ -88,3 +96,25 @@ def test_collate_concatenates_and_refuses_mixed_shapes():
 def test_to_moves_every_tensor_and_keeps_the_rest():
     batch = make_batch(b=1).to("cpu")
     assert batch.image.device.type == "cpu" and batch.source == ["test"]
+
+
+def test_a_window_batch_carries_its_per_frame_band_mask():
+    metadata = [get_sensor("sentinel2_l2a").metadata(["B02", "B03"])]
+    metadata.append(get_sensor("sentinel1").metadata(["VV"]))
+    observed = np.array([[True, True, False], [False, False, True]])  # S2 day, then S1 day
+    args = dict(
+        metadata=metadata,
+        gsd_m=10.0,
+        dates=[19000.0, 19003.0],
+        image=np.zeros((2, 3, 8, 8), dtype=np.float32),
+        valid=np.ones((8, 8), dtype=bool),
+        task_row=0,
+        outputs="state",
+        rows=[0, 1],
+        classification=True,
+        source="s",
+    )
+    batch = window_batch(**args, band_mask=observed).validate()
+    assert batch.band_mask.shape == (1, 2, 3)
+    assert batch.band_mask[0].tolist() == observed.tolist()
+    assert window_batch(**args).validate().band_mask.all()

@@ -86,7 +86,13 @@ def test_a_field_of_another_shape_or_dtype_is_rejected_by_name(s, name, data):
 def test_random_masks_give_a_valid_batch_or_name_the_empty_mask(s, data):
     batch = build(s)
     band_mask = torch.tensor(
-        data.draw(st.lists(st.booleans(), min_size=s["b"] * s["c"], max_size=s["b"] * s["c"]))
+        data.draw(
+            st.lists(
+                st.booleans(),
+                min_size=s["b"] * s["t"] * s["c"],
+                max_size=s["b"] * s["t"] * s["c"],
+            )
+        )
     )
     time_mask = torch.tensor(
         data.draw(st.lists(st.booleans(), min_size=s["b"] * s["t"], max_size=s["b"] * s["t"]))
@@ -94,15 +100,16 @@ def test_random_masks_give_a_valid_batch_or_name_the_empty_mask(s, data):
     valid = torch.rand(s["b"], s["h"], s["w"]) < data.draw(st.floats(0, 1))
     mutated = dataclasses.replace(
         batch,
-        band_mask=band_mask.reshape(s["b"], s["c"]),
+        band_mask=band_mask.reshape(s["b"], s["t"], s["c"]),
         time_mask=time_mask.reshape(s["b"], s["t"]),
         valid_mask=valid,
     )
     message = outcome(mutated)
-    if not mutated.band_mask.any(1).all():
-        assert message is not None and "'band_mask'" in message
-    elif not mutated.time_mask.any(1).all():
+    if not mutated.time_mask.any(1).all():
         assert message is not None and "'time_mask'" in message
+    elif not (mutated.time_mask & mutated.band_mask.any(-1)).any(1).all():
+        # A real frame without a real band counts as not real: some frame must have both.
+        assert message is not None and "'band_mask'" in message
     else:
         assert message is None  # any valid-pixel mask, even all False, is a valid batch
 

@@ -7,6 +7,7 @@ training reader gives on the same pixels.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,26 @@ def test_the_training_config_predicts_as_it_is_through_stsun(world, tmp_path):
         )
         assert dst.tags()["CATEGORIES"] == "0:water,1:tree_cover,2:built_up"
         assert set(np.unique(dst.read(1))) <= {0, 1, 2}
+
+
+def test_a_band_missing_at_one_frame_changes_no_output_as_if_absent_there(world, tmp_path):
+    from stsun_lightning.models import create_model
+
+    dm = geotiff(world, "labels_a", tmp_path)
+    dm.setup("fit")
+    batch = dm.datasets("val")[0][0]
+    s1 = dm.scene.series.channels["s1"]
+    assert not batch.band_mask[0, 1, s1].any()  # no Sentinel-1 acquisition on 07-01
+    torch.manual_seed(0)
+    model = create_model("stsun_tiny", categories=list(CLASSES.values())).eval()
+    with torch.no_grad():
+        reference = model(batch).logits
+        for value in (0.0, 1e6):
+            filled = batch.image.clone()
+            filled[:, 1, s1] = value  # whatever the reader had put there
+            other = model(dataclasses.replace(batch, image=filled)).logits
+            torch.testing.assert_close(other, reference, atol=1e-4, rtol=0)
+        unmasked = batch.band_mask.clone()
+        unmasked[:, 1, s1] = True  # NaN read as a value (the mean) instead of masked
+        moved = model(dataclasses.replace(batch, band_mask=unmasked)).logits
+    assert (moved - reference).abs().max() > 1e-3

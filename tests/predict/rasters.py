@@ -56,7 +56,11 @@ def trained_task() -> StsunTask:
 
 
 def predict(
-    module: StsunTask, out: Path, writer_args: dict | None = None, **data_args
+    module: StsunTask,
+    out: Path,
+    writer_args: dict | None = None,
+    ckpt_path: Path | None = None,
+    **data_args,
 ) -> GeoTiffPredictionWriter:
     """Run ``trainer.predict`` with a raster datamodule and the GeoTIFF writer."""
     data_args.setdefault("categories", CATEGORIES if "variables" not in data_args else None)
@@ -67,7 +71,7 @@ def predict(
         accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False,
     )  # fmt: skip
-    trainer.predict(module, datamodule=datamodule)
+    trainer.predict(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return writer
 
 

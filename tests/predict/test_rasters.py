@@ -97,9 +97,7 @@ def test_a_second_date_on_another_grid_is_read_onto_the_first_files_grid(tmp_pat
     write_raster(tmp_path / "x_20210701.tif", 8, 8, constant=True, origin=(600_010, 5_500_000))
     (scene,) = scenes_of(s2_input(str(tmp_path)))
     assert scene.extent.left == 600_000 and scene.extent.width == 9  # union of both footprints
-    scene.series.set_statistics(
-        {"s2": scene.series.statistics or _stats(STATISTICS)["s2"]}
-    )
+    scene.series.set_statistics({"s2": scene.series.statistics or _stats(STATISTICS)["s2"]})
     values = scene.series.read_physical(scene.extent.bounds)
     assert np.isnan(values[0, :, :, 8]).all() and np.isnan(values[1, :, :, 0]).all()
     assert (values[0, :, :, :8] == 1200).all() and (values[1, :, :, 1:] == 1200).all()

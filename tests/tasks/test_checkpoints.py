@@ -14,14 +14,17 @@ def checkpoint_of(task: StsunTask, **extra) -> dict:
     return checkpoint
 
 
-def test_a_checkpoint_round_trips_its_loss_balance():
+def test_a_checkpoint_carries_its_format_and_loads_format_1():
     task = StsunTask("stsun_tiny", sources=SOURCES)
-    task.loss_scale = {"semantic_segmentation": 0.5}
     checkpoint = checkpoint_of(task)
-    assert checkpoint["stsun_checkpoint_format"] == CHECKPOINT_FORMAT
+    assert checkpoint["stsun_checkpoint_format"] == CHECKPOINT_FORMAT == 2
+    # Format 1 kept running means under "loss_scale": loaded, and measured again.
+    older = checkpoint_of(task, stsun_checkpoint_format=1, loss_scale={"x": 0.5})
+    for key in ("loss_balance", "nonfinite_steps"):
+        del older[key]
     other = StsunTask("stsun_tiny", sources=SOURCES)
-    other.on_load_checkpoint(checkpoint)
-    assert other.loss_scale == {"semantic_segmentation": 0.5}
+    other.on_load_checkpoint(older)
+    assert other.balance.batches == {} and other.nonfinite.skipped == 0
 
 
 @pytest.mark.parametrize(

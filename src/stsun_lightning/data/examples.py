@@ -85,7 +85,7 @@ def example_batch(
     dates = 19000.0 + 30.0 * torch.arange(t, dtype=torch.float32)
     fields: dict[str, object] = dict(
         image=torch.randn(b, t, c, h, w, generator=gen),
-        band_mask=torch.ones(b, c, dtype=torch.bool),
+        band_mask=torch.ones(b, t, c, dtype=torch.bool),
         gsd_m=torch.full((b,), 10.0),
         dates=dates.expand(b, -1).clone(),
         time_mask=torch.ones(b, t, dtype=torch.bool),

@@ -11,6 +11,8 @@ did. The record is plain data (dicts, lists, strings, numbers), which
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,8 @@ __all__ = [
 RECORD_FORMAT = 1
 """Version of the record's layout."""
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class InputRecord:
@@ -41,10 +45,12 @@ class InputRecord:
     Attributes:
         sensor: the sensor's name.
         statistics: its bands' names and statistics in physical units.
+        scale: the factor from stored to physical values it was read with.
     """
 
     sensor: str
     statistics: InputStatistics
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,10 @@ class SourceRecord:
         cls, specs: Mapping[str, InputSpec], statistics: Statistics, rule: FrameRule
     ) -> SourceRecord:
         """The record of inputs ``specs`` read with ``statistics`` and ``rule``."""
-        return cls({n: InputRecord(s.sensor.name, statistics[n]) for n, s in specs.items()}, rule)
+        return cls(
+            {n: InputRecord(s.sensor.name, statistics[n], s.scale) for n, s in specs.items()},
+            rule,
+        )
 
     def statistics_for(self, specs: Mapping[str, InputSpec], source: str) -> Statistics:
         """Statistics of ``specs``' inputs and bands, matched by input name, else sensor.
@@ -94,13 +103,22 @@ class SourceRecord:
             statistics[name] = record.statistics.select(
                 spec.bands, f"Input {name!r} in the checkpoint's source {source!r}"
             )
+            if not math.isclose(spec.scale, record.scale, rel_tol=1e-9):
+                log.warning(
+                    "Input %r is read with scale %g, but training read it with scale %g: the "
+                    "checkpoint's statistics are in physical units, so this is right only if "
+                    "the files store other units than training's did. Same product? Set "
+                    "scale: %g.",
+                    name, spec.scale, record.scale, record.scale,
+                )  # fmt: skip
         return statistics
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
         return {
             "inputs": {
-                n: {"sensor": r.sensor, **r.statistics.to_dict()} for n, r in self.inputs.items()
+                n: {"sensor": r.sensor, "scale": r.scale, **r.statistics.to_dict()}
+                for n, r in self.inputs.items()
             },
             "frames": self.frames.to_dict(),
         }
@@ -110,7 +128,9 @@ class SourceRecord:
         """The record saved by :meth:`to_dict`."""
         return cls(
             {
-                n: InputRecord(str(r["sensor"]), InputStatistics.from_dict(r))
+                n: InputRecord(
+                    str(r["sensor"]), InputStatistics.from_dict(r), float(r.get("scale", 1.0))
+                )
                 for n, r in data["inputs"].items()
             },
             FrameRule.from_dict(data.get("frames", {})),

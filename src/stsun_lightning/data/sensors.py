@@ -27,7 +27,12 @@ import torch
 import yaml
 
 from stsun_lightning.batch import Modality
-from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.errors import (
+    ConfigError,
+    InputFileError,
+    MissingFileError,
+    unknown_name_error,
+)
 
 __all__ = [
     "Band",
@@ -171,8 +176,12 @@ class Sensor:
         """Finest native GSD among the bands, in metres."""
         return min(b.gsd_m for b in self.bands)
 
-    def band(self, name: str) -> Band:
+    def band(self, name: str, where: str = "") -> Band:
         """The band called ``name`` (exact match first, then case-insensitive).
+
+        Args:
+            name: the band's name.
+            where: where the name comes from (e.g. ``"input 's2'"``), named in the error.
 
         Raises:
             UnknownNameError: naming the sensor, listing its bands and the closest one.
@@ -183,18 +192,19 @@ class Sensor:
         matches = [b for b in self.bands if b.name.lower() == str(name).lower()]
         if len(matches) == 1:
             return matches[0]
-        raise unknown_name_error(f"band of sensor {self.name!r}", name, self.band_names)
+        raise unknown_name_error(f"band of sensor {self.name!r}", name, self.band_names, where)
 
-    def select(self, names: Sequence[str] | None = None) -> tuple[Band, ...]:
+    def select(self, names: Sequence[str] | None = None, where: str = "") -> tuple[Band, ...]:
         """Bands by name in the requested order; ``None`` gives all, in sensor order.
 
-        A single string is taken as one band name.
+        A single string is taken as one band name; ``where`` is named in the error of an
+        unknown one (see :meth:`band`).
         """
         if names is None:
             return self.bands
         if isinstance(names, str):
             names = [names]
-        return tuple(self.band(n) for n in names)
+        return tuple(self.band(n, where) for n in names)
 
     def metadata(self, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Per-band tensors for the bands chosen as in :meth:`select`.
@@ -216,24 +226,24 @@ class Sensor:
                 ``modality`` is a name such as ``"optical"`` or ``"sar_vv"``.
 
         Raises:
-            ValueError: naming the sensor, the band (index and name), the field and what
+            ConfigError: naming the sensor, the band (index and name), the field and what
                 was expected.
         """
         if not isinstance(spec, Mapping):
-            raise ValueError(f"Sensor spec: expected a mapping, got {type(spec).__name__}")
+            raise ConfigError(f"Sensor spec: expected a mapping, got {type(spec).__name__}")
         name = spec.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(
+            raise ConfigError(
                 f"Sensor spec: field 'name': expected a non-empty string, got {name!r}"
             )
         extra = sorted(set(spec) - {"name", "description", "bands"})
         if extra:
-            raise ValueError(
+            raise ConfigError(
                 f"Sensor {name!r}: unexpected field(s) {extra}; allowed: name, description, bands"
             )
         specs = spec.get("bands")
         if not isinstance(specs, Sequence) or isinstance(specs, str) or not specs:
-            raise ValueError(
+            raise ConfigError(
                 f"Sensor {name!r}: field 'bands': expected a non-empty list of band mappings, "
                 f"got {specs!r}"
             )
@@ -251,7 +261,7 @@ class Sensor:
                         f"is also named {fields['name']!r}"
                     )
             except ValueError as err:
-                raise ValueError(f"{at}: {err}") from None
+                raise ConfigError(f"{at}: {err}") from None
             bands.append(Band(**fields))
         return cls(name=name, bands=tuple(bands), description=str(spec.get("description") or ""))
 
@@ -424,8 +434,12 @@ _ALIASES: dict[str, str] = {
 }
 
 
-def get_sensor(name: str) -> Sensor:
+def get_sensor(name: str, where: str = "") -> Sensor:
     """Look up a registered sensor by name or alias (``"s2"``), case-insensitively.
+
+    Args:
+        name: the sensor's name or alias.
+        where: where the name comes from (e.g. ``"input 's2'"``), named in the error.
 
     Raises:
         UnknownNameError: listing the known sensors and the closest match.
@@ -433,7 +447,7 @@ def get_sensor(name: str) -> Sensor:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise unknown_name_error("sensor", name, list_sensors())
+        raise unknown_name_error("sensor", name, list_sensors(), where)
     return _REGISTRY[key]
 
 
@@ -473,17 +487,20 @@ def load_sensor_yaml(path: str | Path, register: bool = True) -> Sensor | list[S
     Returns the sensor for a single mapping, the list for the ``sensors:`` form.
 
     Raises:
-        ValueError: naming the path, for unreadable files, invalid YAML or invalid specs.
+        InputFileError: naming the path, for an unreadable file or invalid YAML
+            (``MissingFileError`` for a missing one).
+        ConfigError: naming the path, the sensor and the field, for invalid specs.
     """
     where = f"sensor file {str(path)!r}"
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"Cannot load {where}: {err}") from err
+        kind = MissingFileError if isinstance(err, FileNotFoundError) else InputFileError
+        raise kind(f"Cannot load {where}: {err}") from None
     many = isinstance(data, Mapping) and "sensors" in data
     specs = data["sensors"] if many else [data]
     if not isinstance(specs, list) or not specs:
-        raise ValueError(f"In {where}: 'sensors' must be a non-empty list, got {specs!r}")
+        raise ConfigError(f"In {where}: 'sensors' must be a non-empty list, got {specs!r}")
     try:
         sensors = [Sensor.from_dict(spec) for spec in specs]
         names = [s.name.lower() for s in sensors]
@@ -493,7 +510,7 @@ def load_sensor_yaml(path: str | Path, register: bool = True) -> Sensor | list[S
             for s in sensors:
                 _check_registrable(s, overwrite=False)
     except ValueError as err:
-        raise ValueError(f"In {where}: {err}") from None
+        raise ConfigError(f"In {where}: {err}") from None
     if register:
         for s in sensors:
             register_sensor(s)

@@ -138,7 +138,7 @@ class LabelSpec:
         """Labels from their config mapping.
 
         Raises:
-            ValueError: a missing or unknown key, or neither/both of classes and variables.
+            ConfigError: a missing or unknown key, or neither/both of classes and variables.
         """
         _check_keys("labels", spec, {"paths", "task"}, set(cls.__dataclass_fields__))
         classes = spec.get("classes")

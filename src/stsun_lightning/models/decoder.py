@@ -51,23 +51,22 @@ class PixelDecoder(nn.Module):
         self.out = nn.Conv2d(decoder_dim, decoder_dim, 1)
 
     def stem(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
-        """Metadata-weighted band mix of every frame.
+        """Metadata-weighted band mix of every frame, averaged over that frame's bands.
 
         Args:
-            image: (B, T, C, H, W), invalid values 0.
+            image: (B, T, C, H, W), 0 wherever a value is not real.
             band_embedding: (B, C, band_dim).
-            band_mask: (B, C) bool.
+            band_mask: (B, T, C) bool, band c observed at frame t.
 
         Returns:
             (B, T, c0, H, W).
         """
         b, t, c, h, w = image.shape
-        weights = band_weights(band_mask)[..., None].to(band_embedding.dtype)
-        mix = (
-            (self.band_mix(band_embedding) * weights).transpose(1, 2).to(image.dtype)
-        )  # (B, c0, C)
+        weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, T, C)
+        mix = self.band_mix(band_embedding).transpose(1, 2)  # (B, c0, C)
+        mix = (mix[:, None] * weights[:, :, None, :]).to(image.dtype)  # (B, T, c0, C)
         # A matmul over the image as it lies in memory (an einsum here copied it).
-        return torch.matmul(mix[:, None], image.view(b, t, c, h * w)).view(b, t, -1, h, w)
+        return torch.matmul(mix, image.view(b, t, c, h * w)).view(b, t, -1, h, w)
 
     def forward(
         self,
@@ -83,9 +82,9 @@ class PixelDecoder(nn.Module):
 
         Args:
             slots: (B, To, h, w, D) slot tokens.
-            image: (B, T, C, h*p, w*p) padded input, invalid values 0.
+            image: (B, T, C, h*p, w*p) padded input, 0 wherever a value is not real.
             band_embedding: (B, C, band_dim).
-            band_mask: (B, C) bool.
+            band_mask: (B, T, C) bool, band c observed at frame t.
             anchors: (B, To, T) weights ``a`` and ``b`` of each slot's anchor frames.
             image_size: (H, W) of the real input, before padding to the patch size.
             label_size: (H', W') of the label grid.

@@ -24,7 +24,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         stem_dim=8,
         category_dim=32,
         window=8,
-        max_global_tokens=1024,
     ),
     # Width, depth and patch of a ViT-Tiny at patch 8: the benchmarked configuration.
     "stsun_small": dict(
@@ -37,7 +36,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         stem_dim=8,
         category_dim=64,
         window=16,
-        max_global_tokens=1024,
     ),
     "stsun_base": dict(
         dim=768,
@@ -49,7 +47,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         stem_dim=32,
         category_dim=128,
         window=16,
-        max_global_tokens=1024,
     ),
 }
 

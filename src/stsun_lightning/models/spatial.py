@@ -1,31 +1,87 @@
-"""Where a token is on the ground: GSD-scaled position encoding and windowed attention.
+"""Where a token is on the ground: band-limited position encoding, grid anchoring, windows.
 
 Positions are in metres, not in patch indices, so the same place seen at 10 m and at
-30 m gets consistent encodings. Windows are anchored at the top-left corner, so adding
-padded pixels at the bottom or right never changes how real tokens are grouped.
+30 m gets consistent encodings. They are measured from the first real token (the
+top-left corner of the real tokens' bounding box), and windows are anchored there too,
+so padding an image at any side never changes how real tokens are placed or grouped.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ground_position_encoding", "merge_windows", "partition_windows"]
+from stsun_lightning.models.layers import allow_some_key
+
+__all__ = [
+    "encode_ground_positions",
+    "ground_position_encoding",
+    "nyquist_taper",
+    "real_token_origin",
+    "roll_token_grid",
+    "window_segments",
+    "windowed_attention",
+]
 
 
-def ground_position_encoding(
-    h: int,
-    w: int,
-    patch_size: int,
-    gsd_m: Tensor,
-    dim: int,
+def nyquist_taper(wavelength_m: Tensor, spacing_m: Tensor) -> Tensor:
+    """Amplitude of each encoded wavelength on a grid of tokens ``spacing_m`` apart.
+
+    0 at and below the grid's Nyquist wavelength (two token spacings), 1 from twice that
+    on, and a smoothstep in log2 of the wavelength between: no encoded frequency aliases,
+    and the amplitude is a smooth function of the GSD, so a small GSD change is a small
+    change of the encoding.
+
+    Args:
+        wavelength_m: (N,) wavelengths on the ground.
+        spacing_m: (B,) metres between token centres.
+
+    Returns:
+        (B, N) amplitudes in [0, 1].
+    """
+    octaves = torch.log2(wavelength_m[None] / (2 * spacing_m[:, None])).clamp(0.0, 1.0)
+    return octaves * octaves * (3 - 2 * octaves)
+
+
+def encode_ground_positions(
+    positions_m: Tensor,
+    spacing_m: Tensor,
+    num_wavelengths: int,
     min_wavelength_m: float = 10.0,
     max_wavelength_m: float = 100_000.0,
 ) -> Tensor:
-    """2-D sin-cos encoding of each token centre's ground position.
+    """Sin-cos code of positions on one ground axis, band-limited to a token grid.
+
+    The wavelengths are fixed in metres (log-spaced), so a channel codes the same ground
+    position at every GSD; each is weighted by :func:`nyquist_taper` for the grid's
+    spacing, so channels the grid cannot resolve are zero instead of aliased.
+
+    Args:
+        positions_m: (B, N) positions in metres.
+        spacing_m: (B,) metres between token centres.
+        num_wavelengths: n, the wavelengths of the code.
+        min_wavelength_m: shortest wavelength (used where the grid resolves it).
+        max_wavelength_m: longest wavelength.
+
+    Returns:
+        (B, N, 2 n): n sines, then n cosines.
+    """
+    wavelengths = torch.logspace(
+        math.log10(min_wavelength_m),
+        math.log10(max_wavelength_m),
+        num_wavelengths,
+        device=positions_m.device,
+    )
+    amplitude = nyquist_taper(wavelengths, spacing_m.float())[:, None, :]  # (B, 1, n)
+    angles = 2 * math.pi * positions_m.float()[..., None] / wavelengths
+    return torch.cat([angles.sin() * amplitude, angles.cos() * amplitude], -1)
+
+
+def ground_position_encoding(h: int, w: int, patch_size: int, gsd_m: Tensor, dim: int) -> Tensor:
+    """2-D code of each token centre's ground position (:func:`encode_ground_positions`).
 
     Args:
         h: token rows.
@@ -33,77 +89,136 @@ def ground_position_encoding(
         patch_size: pixels per token side.
         gsd_m: (B,) metres per pixel.
         dim: encoding width, a multiple of 4.
-        min_wavelength_m: shortest encoded wavelength on the ground.
-        max_wavelength_m: longest encoded wavelength on the ground.
 
     Returns:
-        (B, h * w, dim): first half encodes the row (northing), second the column.
+        (B, h * w, dim): first half codes the row (northing), second the column;
+        positions are metres from the top-left token's outer corner.
     """
     if dim % 4:
         raise ValueError(f"Position encoding width must be a multiple of 4, got {dim}.")
-    device = gsd_m.device
-    n = dim // 4
-    wavelengths = torch.logspace(
-        math.log10(min_wavelength_m), math.log10(max_wavelength_m), n, device=device
-    )
-    spacing = (patch_size * gsd_m.float())[:, None]  # (B, 1) metres per token
-    rows = (torch.arange(h, device=device, dtype=torch.float32) + 0.5)[None] * spacing  # (B, h)
-    cols = (torch.arange(w, device=device, dtype=torch.float32) + 0.5)[None] * spacing  # (B, w)
-
-    def encode(x: Tensor) -> Tensor:
-        angles = 2 * math.pi * x[..., None] / wavelengths
-        return torch.cat([angles.sin(), angles.cos()], -1)
-
-    row_enc = encode(rows)[:, :, None, :].expand(-1, h, w, -1)
-    col_enc = encode(cols)[:, None, :, :].expand(-1, h, w, -1)
+    spacing = patch_size * gsd_m.float()  # (B,) metres per token
+    centres = torch.arange(max(h, w), device=gsd_m.device, dtype=torch.float32) + 0.5
+    positions = centres[None] * spacing[:, None]  # (B, max(h, w))
+    code = encode_ground_positions(positions, spacing, dim // 4)  # (B, max(h, w), dim / 2)
+    row_enc = code[:, :h, None, :].expand(-1, h, w, -1)
+    col_enc = code[:, None, :w, :].expand(-1, h, w, -1)
     return torch.cat([row_enc, col_enc], -1).reshape(gsd_m.shape[0], h * w, dim)
 
 
-def partition_windows(
-    x: Tensor, grid: tuple[int, int], window: int, shift: int
-) -> tuple[Tensor, tuple[int, int]]:
-    """Split a token grid into square windows.
-
-    The grid is padded by ``shift`` at the top and left (shifted windows without the
-    cyclic roll, whose result would depend on the grid's size) and up to a multiple of
-    ``window`` at the bottom and right.
+def real_token_origin(token_valid: Tensor) -> Tensor:
+    """The first row and the first column that hold a real token, per item.
 
     Args:
-        x: (N, h * w, D) tokens, or (N, h * w) a mask.
-        grid: (h, w).
-        window: window side in tokens.
+        token_valid: (B, h, w) bool.
+
+    Returns:
+        (B, 2) long (row, column); (0, 0) for an item without a real token.
+    """
+    rows = token_valid.any(2)  # (B, h)
+    cols = token_valid.any(1)  # (B, w)
+    # argmax of a bool row is its first True (0 when there is none).
+    return torch.stack([rows.int().argmax(1), cols.int().argmax(1)], 1)
+
+
+def roll_token_grid(x: Tensor, origin: list[tuple[int, int]], inverse: bool = False) -> Tensor:
+    """Move each item's grid so that its ``origin`` is at (0, 0), or back with ``inverse``.
+
+    What rolls off the top and left wraps round to the bottom and right; those rows and
+    columns hold no real token (they lie before the first real one), so they end up as
+    padding after the real tokens, where padding is exact.
+
+    Args:
+        x: (B, ..., h, w, D) or (B, h, w) tokens or masks.
+        origin: per item, the (row, column) that becomes (0, 0).
+        inverse: undo the move.
+
+    Returns:
+        ``x`` with each item's grid rolled.
+    """
+    if not any(r or c for r, c in origin):
+        return x
+    dims = (-3, -2) if x.dim() > 3 else (-2, -1)
+    sign = 1 if inverse else -1
+    return torch.stack(
+        [
+            item.roll((sign * r, sign * c), dims) if (r or c) else item
+            for item, (r, c) in zip(x, origin, strict=True)
+        ]
+    )
+
+
+def window_segments(size: int, window: int, shift: int) -> list[tuple[int, int, int]]:
+    """How one axis of ``size`` tokens splits into windows whose grid starts at ``-shift``.
+
+    Args:
+        size: tokens along the axis.
+        window: window side.
         shift: offset of the window grid, 0 <= shift < window.
 
     Returns:
-        (N * nW, window * window, D) (or without D), and the padded grid (Hp, Wp).
+        Runs ``(start, count, length)``: ``count`` consecutive windows of ``length``
+        tokens from token ``start``: a short first window when shifted, the full ones,
+        and a short last one where ``size`` ends inside a window.
+    """
+    head = min((window - shift) % window, size)
+    full = (size - head) // window
+    tail = size - head - full * window
+    runs = [(0, 1, head), (head, full, window), (head + full * window, 1, tail)]
+    return [run for run in runs if run[1] and run[2]]
+
+
+def windowed_attention(
+    qkv: Tensor,
+    grid: tuple[int, int],
+    window: int,
+    shift: int,
+    attend: Callable[[Tensor, Tensor | None], Tensor],
+    key_valid: Tensor | None = None,
+) -> Tensor:
+    """Attention within the windows of a token grid whose window grid starts at ``-shift``.
+
+    Windows cut by the image border (a shifted grid's first row and column, the last
+    ones where the grid ends inside a window) are attended at their own size, windows
+    of one shape together, so no token is padded and no mask is needed when every key
+    is real. Windows are anchored at the grid's origin: tokens added at the bottom or
+    right never regroup the others.
+
+    Args:
+        qkv: (N, h * w, E) per token (e.g. queries, keys and values concatenated).
+        grid: (h, w).
+        window: window side in tokens.
+        shift: offset of the window grid, 0 <= shift < window.
+        attend: ``(x (N * nW, L, E), key mask (N * nW, 1, 1, L) or None) -> (N * nW, L, D)``,
+            attention and anything per token after it (the output projection).
+        key_valid: (N, h * w) bool keys that may be attended, or None for all.
+
+    Returns:
+        (N, h * w, D).
     """
     h, w = grid
-    extra = x.shape[2:]
-    x = x.reshape(x.shape[0], h, w, *extra)
-    pad_bottom = (-(h + shift)) % window
-    pad_right = (-(w + shift)) % window
-    if x.dim() == 4:
-        x = F.pad(x, (0, 0, shift, pad_right, shift, pad_bottom))
-    else:
-        x = F.pad(x, (shift, pad_right, shift, pad_bottom))
-    hp, wp = h + shift + pad_bottom, w + shift + pad_right
-    n = x.shape[0]
-    x = x.reshape(n, hp // window, window, wp // window, window, *extra)
-    x = x.transpose(2, 3).reshape(n * (hp // window) * (wp // window), window * window, *extra)
-    return x, (hp, wp)
+    n = qkv.shape[0]
+    x = qkv.view(n, h, w, -1)
+    valid = key_valid.view(n, h, w) if key_valid is not None else None
+    rows = []
+    for r0, rn, rl in window_segments(h, window, shift):
+        cols = []
+        for c0, cn, cl in window_segments(w, window, shift):
+            block = x[:, r0 : r0 + rn * rl, c0 : c0 + cn * cl]
+            mask = None
+            if valid is not None:
+                keys = _to_windows(valid[:, r0 : r0 + rn * rl, c0 : c0 + cn * cl, None], rl, cl)
+                mask = allow_some_key(keys[..., 0])[:, None, None, :]
+            y = attend(_to_windows(block, rl, cl), mask)  # (N * rn * cn, rl * cl, D)
+            cols.append(
+                y.view(n, rn, cn, rl, cl, -1).transpose(2, 3).reshape(n, rn * rl, cn * cl, -1)
+            )
+        rows.append(cols[0] if len(cols) == 1 else torch.cat(cols, 2))
+    out = rows[0] if len(rows) == 1 else torch.cat(rows, 1)
+    return out.reshape(n, h * w, -1)
 
 
-def merge_windows(
-    x: Tensor, grid: tuple[int, int], padded: tuple[int, int], window: int, shift: int
-) -> Tensor:
-    """Inverse of :func:`partition_windows`: (N * nW, window², D) -> (N, h * w, D)."""
-    h, w = grid
-    hp, wp = padded
-    d = x.shape[-1]
-    n = x.shape[0] // ((hp // window) * (wp // window))
-    x = (
-        x.reshape(n, hp // window, wp // window, window, window, d)
-        .transpose(2, 3)
-        .reshape(n, hp, wp, d)
-    )
-    return x[:, shift : shift + h, shift : shift + w].reshape(n, h * w, d)
+def _to_windows(x: Tensor, rows: int, cols: int) -> Tensor:
+    """(N, rn * rows, cn * cols, E) -> (N * rn * cn, rows * cols, E)."""
+    n, height, width, e = x.shape
+    x = x.reshape(n, height // rows, rows, width // cols, cols, e).transpose(2, 3)
+    return x.reshape(-1, rows * cols, e)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stsun_lightning.batch import Modality
-from stsun_lightning.models.layers import Attention
+from stsun_lightning.models.layers import Attention, allow_some_key
 
 __all__ = [
     "BandEncoder",
@@ -29,7 +29,10 @@ TokenizerMode = Literal["hypernetwork", "attention"]
 
 
 def band_weights(band_mask: Tensor) -> Tensor:
-    """Weights of a mean over the real bands: (B, C) bool -> (B, C) float summing to 1."""
+    """Weights of a mean over the real bands: (..., C) bool -> (..., C) float summing to 1.
+
+    Per frame with a (B, T, C) mask; a frame without a real band gets all zeros.
+    """
     weights = band_mask.float()
     return weights / weights.sum(-1, keepdim=True).clamp(min=1)
 
@@ -142,11 +145,16 @@ class SpectralTokenizer(nn.Module):
     Two modes, chosen by ``mode``:
 
     - ``"hypernetwork"``: the patch-embedding kernel of each band is generated from its
-      embedding (the DOFA idea) and the kernels are averaged over the real bands; the
-      cost is that of one ordinary patch embedding, flat in the number of bands.
+      embedding (the DOFA idea) and the kernels are averaged over the bands observed at
+      each frame; the cost is that of one ordinary patch embedding, flat in the number
+      of bands.
     - ``"attention"``: every band is embedded by a shared ``Conv2d(1, Da, p, p)``, its
-      band embedding added, and the bands fused by masked cross-attention with a learned
-      query biased by the task embedding; more expressive, cost linear in C.
+      band embedding added, and the bands observed at each frame fused by masked
+      cross-attention with a learned query biased by the task embedding; more
+      expressive, cost linear in C.
+
+    In both modes a band masked at a frame contributes nothing to that frame's tokens,
+    exactly as if it were absent there.
 
     Args:
         dim: token width D.
@@ -194,9 +202,10 @@ class SpectralTokenizer(nn.Module):
         """Tokenise.
 
         Args:
-            image: (B, T, C, H, W), H and W multiples of the patch size, invalid values 0.
+            image: (B, T, C, H, W), H and W multiples of the patch size; 0 wherever a
+                value is not real (invalid pixel, or band masked at that frame).
             band_embedding: (B, C, band_dim).
-            band_mask: (B, C) bool.
+            band_mask: (B, T, C) bool, band c observed at frame t.
             task_embedding: (B, dim).
 
         Returns:
@@ -211,17 +220,22 @@ class SpectralTokenizer(nn.Module):
     def _hypernetwork(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
         b, t, c, height, width = image.shape
         p = self.patch_size
-        weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, C)
-        kernel = self.kernel(band_embedding) * weights[..., None]  # (B, C, D*p*p)
+        weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, T, C)
+        kernel = self.kernel(band_embedding)  # (B, C, D*p*p)
         kernel = kernel.view(b, c, self.dim, p, p).transpose(1, 2).reshape(b * self.dim, c, p, p)
-        bias = (self.bias(band_embedding) * weights[..., None]).sum(1)  # (B, D)
+        # The mean over the bands of frame t is (1 / n_t) × the sum over all bands,
+        # because a band masked at t is 0 there: the convolution stays one for every
+        # frame, and the per-frame band count scales its output.
+        inverse_count = weights.amax(-1).to(image.dtype)  # (B, T): 1 / n_t, 0 if none
+        bias = torch.einsum("btc,bcd->btd", weights, self.bias(band_embedding)).to(image.dtype)
         # One grouped convolution, a group per item. At T = 1 its input is a view of the
         # image, so autograd keeps the same storage the decoder's stem keeps.
         frames = image.transpose(0, 1).reshape(t, b * c, height, width)
-        tokens = F.conv2d(
-            frames, kernel.to(image.dtype), bias.flatten().to(image.dtype), stride=p, groups=b
-        )
-        return tokens.view(t, b, self.dim, height // p, width // p).permute(1, 0, 3, 4, 2)
+        tokens = F.conv2d(frames, kernel.to(image.dtype), stride=p, groups=b)
+        tokens = tokens.view(t, b, self.dim, height // p, width // p).permute(1, 0, 3, 4, 2)
+        return torch.addcmul(
+            bias[:, :, None, None, :], tokens, inverse_count[:, :, None, None, None]
+        )  # (B, T, h, w, D)
 
     def _attention(
         self, image: Tensor, band_embedding: Tensor, band_mask: Tensor, task_embedding: Tensor
@@ -238,6 +252,8 @@ class SpectralTokenizer(nn.Module):
             :, None, None, None, :
         ]  # (B, 1, 1, 1, Da)
         query = query.expand(b, t, h * w, 1, -1)
-        mask = band_mask[:, None, None, None, None, :]  # (B, 1, 1, 1(heads), 1(Lq), C)
+        # Per frame; a frame with no real band (which counts as not real) attends to all
+        # rather than returning NaN.
+        mask = allow_some_key(band_mask)[:, :, None, None, None, :]  # (B, T, 1, 1, 1(Lq), C)
         fused = self.fuse(query, band_tokens, mask=mask)  # (B, T, hw, 1, Da)
         return self.out(fused.squeeze(-2)).view(b, t, h, w, self.dim)

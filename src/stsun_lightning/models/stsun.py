@@ -12,7 +12,11 @@ from torch import Tensor, nn
 from stsun_lightning.batch import Batch
 from stsun_lightning.models.decoder import PixelDecoder
 from stsun_lightning.models.heads import CategoryHead, ValueHead
-from stsun_lightning.models.spatial import ground_position_encoding
+from stsun_lightning.models.spatial import (
+    ground_position_encoding,
+    real_token_origin,
+    roll_token_grid,
+)
 from stsun_lightning.models.spectral import BandEncoder, SpectralTokenizer, TokenizerMode
 from stsun_lightning.models.temporal import DateEncoder, OutputSlots, slot_anchor_weights
 from stsun_lightning.models.trunk import SpaceTimeTrunk
@@ -42,7 +46,8 @@ class Stsun(nn.Module):
         depth: space-time blocks in all.
         slot_depth: how many of them run on the output slots rather than the input dates
             (default: half). Dates are collapsed into slots half way, so the cost of the
-            second half does not grow with T.
+            second half does not grow with T. Slot blocks attend within each slot only,
+            so a slot's output does not depend on which other slots were asked for.
         num_heads: attention heads.
         patch_size: patch side p in pixels.
         mlp_ratio: MLP hidden width over D.
@@ -51,8 +56,8 @@ class Stsun(nn.Module):
         stem_dim: channels of the full-resolution band mix.
         category_dim: width of category embeddings.
         tokenizer: ``"hypernetwork"`` (cost flat in the number of bands) or ``"attention"``.
-        window: window side (tokens) for windowed spatial attention.
-        max_global_tokens: above this many tokens per frame, spatial attention is windowed.
+        window: window side (tokens) of the spatial attention, windowed at every grid
+            size (windows shift by half in every second block).
         tasks: task vocabulary, in row order.
         categories: category vocabulary, in row order.
         variables: regression-variable vocabulary, in row order.
@@ -74,7 +79,6 @@ class Stsun(nn.Module):
         category_dim: int = 64,
         tokenizer: TokenizerMode = "hypernetwork",
         window: int = 16,
-        max_global_tokens: int = 1024,
         tasks: Sequence[str] = DEFAULT_TASKS,
         categories: Sequence[str] = (),
         variables: Sequence[str] = (),
@@ -97,12 +101,10 @@ class Stsun(nn.Module):
         if not 0 <= slot_depth <= depth:
             raise ValueError(f"slot_depth must be in [0, depth={depth}], got {slot_depth}.")
         date_depth = depth - slot_depth
-        self.date_trunk = SpaceTimeTrunk(
-            dim, date_depth, num_heads, mlp_ratio, window, max_global_tokens
-        )
+        self.date_trunk = SpaceTimeTrunk(dim, date_depth, num_heads, mlp_ratio, window)
         self.output_slots = OutputSlots(dim, num_heads)
         self.slot_trunk = SpaceTimeTrunk(
-            dim, slot_depth, num_heads, mlp_ratio, window, max_global_tokens, date_depth
+            dim, slot_depth, num_heads, mlp_ratio, window, first_block=date_depth, temporal=False
         )
         self.decoder = PixelDecoder(dim, patch_size, band_dim, decoder_dim, stem_dim)
         self.category_head = CategoryHead(decoder_dim, category_dim)
@@ -151,10 +153,12 @@ class Stsun(nn.Module):
         label_size = tuple(label_size) if label_size is not None else batch.label_size()
         b, t, _c, height, width = batch.image.shape
         p = self.patch_size
+        frames = batch.observed_frames  # (B, T): a frame without a real band is not real
         image, valid = self._clean_input(batch)
+        present = batch.band_mask.any(1)  # (B, C): bands observed at some frame
         band_embedding = self.band_encoder(
-            torch.where(batch.band_mask, batch.wavelength_nm, 0.0),
-            torch.where(batch.band_mask, batch.bandwidth_nm, 0.0),
+            torch.where(present, batch.wavelength_nm, 0.0),
+            torch.where(present, batch.bandwidth_nm, 0.0),
             batch.modality,
         ).to(image.dtype)
         task_embedding = self.task_embedding(batch.task).to(image.dtype)
@@ -167,26 +171,31 @@ class Stsun(nn.Module):
             image, band_embedding, batch.band_mask, task_embedding
         )  # (B, T, h, w, D)
         h, w = tokens.shape[2:4]
+        token_valid = F.max_pool2d(valid[:, None].float(), p, p)[:, 0].bool()  # (B, h, w)
+        # Positions and windows start at the first real token, so padding an image at
+        # the top or left by whole patches changes nothing (as at the bottom or right).
+        origin = [(int(r), int(c)) for r, c in real_token_origin(token_valid).tolist()]
+        tokens = roll_token_grid(tokens, origin)
+        token_valid = roll_token_grid(token_valid, origin).view(b, h * w)
         position = ground_position_encoding(h, w, p, batch.gsd_m, self.dim).to(tokens.dtype)
         dates = self.date_encoder(batch.dates).to(tokens.dtype)
         tokens = (
-            tokens.view(b, t, h * w, self.dim)
+            tokens.reshape(b, t, h * w, self.dim)
             + position[:, None]
             + dates[:, :, None]
             + task_embedding[:, None, None]
         )
 
-        token_valid = F.max_pool2d(valid[:, None].float(), p, p)[:, 0].bool().view(b, h * w)
-        layout = self.date_trunk.layout((h, w), token_valid, batch.time_mask)
+        layout = self.date_trunk.layout((h, w), token_valid, frames)
         tokens = self.date_trunk(tokens, condition, layout)
 
-        anchors = slot_anchor_weights(batch.outputs, batch.time_mask)
-        slots = self.output_slots(tokens, batch.outputs, anchors, batch.time_mask, condition)
+        anchors = slot_anchor_weights(batch.outputs, frames)
+        slots = self.output_slots(tokens, batch.outputs, anchors, frames, condition)
         every_slot = torch.ones(b, slots.shape[1], dtype=torch.bool, device=slots.device)
         slots = self.slot_trunk(
             slots, condition, self.slot_trunk.layout((h, w), token_valid, every_slot)
         )
-        slots = slots.reshape(b, -1, h, w, self.dim)
+        slots = roll_token_grid(slots.reshape(b, -1, h, w, self.dim), origin, inverse=True)
         features = self.decoder(
             slots, image, band_embedding, batch.band_mask, anchors, (height, width), label_size
         )
@@ -194,6 +203,10 @@ class Stsun(nn.Module):
 
     def _clean_input(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Zero every value that is not real, and pad H, W up to the patch size.
+
+        A value is real where its pixel is valid, its band is observed at its frame and
+        its frame is real; every other value (NaN, 0, anything) becomes 0, which the
+        tokeniser and the stem read as "absent".
 
         Returns:
             image (B, T, C, Hp, Wp) and valid (B, Hp, Wp) bool.
@@ -203,7 +216,7 @@ class Stsun(nn.Module):
         else:
             keep = (
                 batch.valid_mask[:, None, None]
-                & batch.band_mask[:, None, :, None, None]
+                & batch.band_mask[..., None, None]
                 & batch.time_mask[:, :, None, None, None]
             )
             image = torch.where(keep & torch.isfinite(batch.image), batch.image, 0.0)

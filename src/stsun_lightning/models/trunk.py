@@ -6,8 +6,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from stsun_lightning.models.layers import Attention, Mlp, TaskModulation, allow_some_key
-from stsun_lightning.models.spatial import merge_windows, partition_windows
+from stsun_lightning.models.layers import (
+    Attention,
+    Mlp,
+    TaskModulation,
+    fold_modulation,
+    folded_linear,
+)
+from stsun_lightning.models.spatial import windowed_attention
 
 __all__ = ["SpaceTimeBlock", "SpaceTimeTrunk", "TokenLayout"]
 
@@ -20,9 +26,9 @@ class TokenLayout:
     Args:
         grid: (h, w) token grid.
         token_valid: (B, h * w) bool, tokens with at least one valid pixel.
-        time_mask: (B, T) bool, real frames.
-        window: window side for windowed spatial attention.
-        max_global_tokens: above this many tokens per frame, attention is windowed.
+        time_mask: (B, T) bool, real frames (or every slot, for the slot trunk).
+        window: window side of the spatial attention.
+        temporal: whether the blocks attend over T at all (the slot trunk does not).
     """
 
     def __init__(
@@ -31,13 +37,12 @@ class TokenLayout:
         token_valid: Tensor,
         time_mask: Tensor,
         window: int,
-        max_global_tokens: int,
+        temporal: bool = True,
     ) -> None:
         self.grid = grid
         self.window = window
-        self.windowed = grid[0] * grid[1] > max_global_tokens
         # One real frame everywhere: temporal attention would be an exact identity (null key).
-        self.temporal = bool((time_mask.sum(1) > 1).any())
+        self.temporal = temporal and bool((time_mask.sum(1) > 1).any())
         b, t = time_mask.shape
         if self.temporal:
             # Each date attends to the other real dates (not itself) and the null key.
@@ -45,47 +50,50 @@ class TokenLayout:
             self.time_attention_mask = (others[None] & time_mask[:, None, :])[
                 :, None, None
             ]  # (B, 1, 1, T, T)
-        self.token_valid = token_valid
-        self.all_valid = bool(token_valid.all())
-        self.frame_valid = token_valid[:, None].expand(b, t, -1).reshape(b * t, -1)  # (B*T, L)
-        self._window_masks: dict[int, tuple[Tensor, tuple[int, int]]] = {}
-
-    def spatial_mask(self) -> Tensor | None:
-        """Key mask for global spatial attention, (B*T, 1, 1, L), or None when all valid."""
-        if self.all_valid:
-            return None
-        return allow_some_key(self.frame_valid)[:, None, None, :]
-
-    def window_mask(self, shift: int) -> tuple[Tensor, tuple[int, int]]:
-        """Key mask for windows at ``shift``, (B*T*nW, 1, 1, window²), and the padded grid."""
-        if shift not in self._window_masks:
-            valid, padded = partition_windows(self.frame_valid, self.grid, self.window, shift)
-            self._window_masks[shift] = (allow_some_key(valid)[:, None, None, :], padded)
-        return self._window_masks[shift]
+        # Keys of the spatial attention per frame, (B*T, L); None when every token is real,
+        # so that attention runs without a mask (its fastest kernel).
+        self.key_valid = (
+            None
+            if bool(token_valid.all())
+            else token_valid[:, None].expand(b, t, -1).reshape(b * t, -1)
+        )
 
 
 class SpaceTimeBlock(nn.Module):
     """Attention over dates at each location, then over locations in each date, then MLP.
 
-    Every sub-layer is modulated by the task embedding (adaptive layer norm).
+    Every sub-layer is modulated by the task embedding (adaptive layer norm). Spatial
+    attention is windowed at every grid size, so a 256² training patch and a 512² scene
+    are treated alike.
 
     Args:
         dim: token width.
         num_heads: attention heads.
         mlp_ratio: MLP hidden width over ``dim``.
-        shift: window shift (in tokens) used when spatial attention is windowed.
+        shift: offset (in tokens) of this block's window grid.
+        temporal: whether the block attends over dates; blocks over output slots do
+            not, so that a slot's output never depends on which other slots were asked for.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, shift: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        shift: int = 0,
+        temporal: bool = True,
+    ) -> None:
         super().__init__()
         self.shift = shift
-        self.norm_time = nn.LayerNorm(dim, elementwise_affine=False)
-        self.time_attention = Attention(dim, num_heads, null_key=True)
+        self.temporal = temporal
+        if temporal:
+            self.norm_time = nn.LayerNorm(dim, elementwise_affine=False)
+            self.time_attention = Attention(dim, num_heads, null_key=True)
         self.norm_space = nn.LayerNorm(dim, elementwise_affine=False)
         self.space_attention = Attention(dim, num_heads)
         self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False)
         self.mlp = Mlp(dim, mlp_ratio)
-        self.modulation = TaskModulation(dim, 3)
+        self.modulation = TaskModulation(dim, 3 if temporal else 2)
 
     def forward(self, x: Tensor, task_embedding: Tensor, layout: TokenLayout) -> Tensor:
         """Apply the block.
@@ -99,9 +107,10 @@ class SpaceTimeBlock(nn.Module):
             (B, T, L, D).
         """
         b, t, length, d = x.shape
-        time_mod, space_mod, mlp_mod = self.modulation(task_embedding)
-        if layout.temporal:
-            shift, scale, gate = time_mod
+        modulations = self.modulation(task_embedding)
+        space_mod, mlp_mod = modulations[-2:]
+        if self.temporal and layout.temporal:
+            shift, scale, gate = modulations[0]
             qkv = self.time_attention.project(self.norm_time(x), shift, scale).transpose(
                 1, 2
             )  # (B, L, T, 3D)
@@ -111,29 +120,37 @@ class SpaceTimeBlock(nn.Module):
         qkv = self.space_attention.project(self.norm_space(x), shift, scale).reshape(
             b * t, length, 3 * d
         )
-        if layout.windowed:
-            offset = self.shift % layout.window
-            windows, padded = partition_windows(qkv, layout.grid, layout.window, offset)
-            mask, _ = layout.window_mask(offset)
-            y = self.space_attention.attend(windows, mask=mask)
-            y = merge_windows(y, layout.grid, padded, layout.window, offset)
-        else:
-            y = self.space_attention.attend(qkv, mask=layout.spatial_mask())
-        x = x + self.space_attention.output(y.view(b, t, length, d), gate)
+        attention = self.space_attention
+        projection = fold_modulation(attention.proj, qkv.dtype, gate=gate)  # folded once
+
+        def attend(windows: Tensor, mask: Tensor | None) -> Tensor:
+            # Projected per window: the projection keeps the attention's own output for
+            # backward, and only its result is regrouped (one copy fewer kept).
+            return folded_linear(attention.attend(windows, mask), *projection)
+
+        y = windowed_attention(
+            qkv, layout.grid, layout.window, self.shift, attend, layout.key_valid
+        )
+        x = x + y.view(b, t, length, d)
         return x + self.mlp(self.norm_mlp(x), mlp_mod)
 
 
 class SpaceTimeTrunk(nn.Module):
     """A stack of :class:`SpaceTimeBlock`, alternating window shifts.
 
+    Block ``i`` of the whole network (``first_block + i`` here) shifts its windows by half
+    a window when ``i`` is odd, so shifts alternate across the two trunks too and
+    information crosses window borders in every second block.
+
     Args:
         dim: token width.
         depth: number of blocks.
         num_heads: attention heads.
         mlp_ratio: MLP hidden width over ``dim``.
-        window: window side (tokens) for windowed spatial attention.
-        max_global_tokens: above this many tokens per frame, spatial attention is windowed.
+        window: window side (tokens) of the spatial attention.
         first_block: index of the first block in the whole network (sets the shift parity).
+        temporal: whether the blocks attend over the second dim (dates); False for
+            the trunk over output slots, which must not see each other.
         activation_checkpointing: in training, keep only each block's input and recompute
             its activations in the backward pass (see :attr:`activation_checkpointing`).
     """
@@ -145,22 +162,36 @@ class SpaceTimeTrunk(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         window: int = 16,
-        max_global_tokens: int = 1024,
         first_block: int = 0,
+        temporal: bool = True,
         activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        if window < 2:
+            raise ValueError(f"Attention window must be at least 2 tokens, got {window}.")
         self.activation_checkpointing = activation_checkpointing
         self.window = window
-        self.max_global_tokens = max_global_tokens
+        self.temporal = temporal
         self.blocks = nn.ModuleList(
-            SpaceTimeBlock(dim, num_heads, mlp_ratio, shift=(window // 2) * (i % 2))
+            SpaceTimeBlock(
+                dim,
+                num_heads,
+                mlp_ratio,
+                shift=(window // 2) * ((first_block + i) % 2),
+                temporal=temporal,
+            )
             for i in range(depth)
         )
 
     def layout(self, grid: tuple[int, int], token_valid: Tensor, time_mask: Tensor) -> TokenLayout:
-        """The masks of one batch, for :meth:`forward`."""
-        return TokenLayout(grid, token_valid, time_mask, self.window, self.max_global_tokens)
+        """The masks of one batch, for :meth:`forward`.
+
+        Args:
+            grid: (h, w).
+            token_valid: (B, h * w) bool.
+            time_mask: (B, T) bool real frames (every slot, for the slot trunk).
+        """
+        return TokenLayout(grid, token_valid, time_mask, self.window, self.temporal)
 
     def forward(self, x: Tensor, task_embedding: Tensor, layout: TokenLayout) -> Tensor:
         """(B, T, L, D) -> (B, T, L, D)."""

@@ -15,7 +15,15 @@ from stsun_lightning.batch import Batch
 from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
 from stsun_lightning.data.datasets.windows import PredictionJob, SceneWindowDataset
 from stsun_lightning.models import StsunOutput
-from stsun_lightning.predict.outputs import ProbabilityFormat, SceneOutputs, output_paths
+from stsun_lightning.predict.fingerprint import model_fingerprint
+from stsun_lightning.predict.layers import (
+    LayerFormat,
+    OutputSettings,
+    ProbabilityFormat,
+    output_layers,
+)
+from stsun_lightning.predict.outputs import SceneOutputs
+from stsun_lightning.predict.uncertainty import UncertaintyKind
 
 __all__ = ["GeoTiffPredictionWriter"]
 
@@ -26,49 +34,81 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
     """Writes whole-scene predictions as Cloud-Optimized GeoTIFFs, window by window.
 
     Use with a datamodule that predicts whole scenes (one with ``prediction_jobs``, such
-    as :class:`~stsun_lightning.predict.RasterPredictionDataModule` or
+    as :class:`~stsun_lightning.data.RasterPredictionDataModule` or
     :class:`~stsun_lightning.data.SpectralWorldDataModule`). For each scene it writes
     ``<output_dir>/<stem>.tif``: a class map (smallest integer type, category names and
-    a colour table in the metadata) or float32 values (NaN nodata), one band per output
-    map (one per date for ``outputs: per_date``); and, if asked, per-class
-    probabilities in ``<stem>_probabilities.tif``. The progress bar counts windows, and
-    scenes written beside it. Each file is published atomically;
-    scenes whose files exist are skipped unless ``overwrite``. Predictions are not also
-    kept in memory (``return_predictions`` is turned off).
+    a colour table by category name in the metadata) or float32 values (NaN nodata), one
+    band per output map (one per date for ``outputs: per_date``); and, for class maps if
+    asked, per-class probabilities in ``<stem>_probabilities.tif`` and one uncertainty
+    band per output map in ``<stem>_uncertainty.tif``. The progress bar counts windows,
+    and scenes written beside it. Each file is published atomically. Predictions are not
+    also kept in memory (``return_predictions`` is turned off).
+
+    Every file records what made it (task, categories or variables, outputs, the
+    probability format or uncertainty kind, and a fingerprint of the weights: a hash of
+    the model's state dict, see :mod:`~stsun_lightning.predict.fingerprint`). A rerun
+    skips a scene whose files all exist with the same record and redoes every other one;
+    ``overwrite`` redoes them all.
 
     Args:
         output_dir: folder of the outputs.
         probabilities: "none", "uint8" (``round(p × 254)``, 255 nodata, scale in the
             metadata) or "float16".
-        overwrite: predict scenes again even where their outputs exist.
+        uncertainty: "none", "entropy" (normalised by log K) or "margin" (1 − (p₁ − p₂)),
+            both in [0, 1], 0 = certain; see :mod:`~stsun_lightning.predict.uncertainty`.
+        uncertainty_format: "uint8" (scaled as uint8 probabilities) or "float16".
+        overwrite: predict scenes again even where their outputs are current.
     """
 
     def __init__(
         self,
         output_dir: str | Path = "predictions",
         probabilities: ProbabilityFormat = "none",
+        uncertainty: UncertaintyKind = "none",
+        uncertainty_format: LayerFormat = "uint8",
         overwrite: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
-        if probabilities not in ("none", "uint8", "float16"):
-            raise ValueError(
-                f"probabilities must be 'none', 'uint8' or 'float16', got {probabilities!r}."
-            )
+        _check_choice("probabilities", probabilities, ("none", "uint8", "float16"))
+        _check_choice("uncertainty", uncertainty, ("none", "entropy", "margin"))
+        _check_choice("uncertainty_format", uncertainty_format, ("uint8", "float16"))
         self.output_dir = Path(output_dir)
         self.probabilities: ProbabilityFormat = probabilities
+        self.uncertainty: UncertaintyKind = uncertainty
+        self.uncertainty_format: LayerFormat = uncertainty_format
         self.overwrite = overwrite
         self._open: dict[int, SceneOutputs] = {}
+        self._settings: OutputSettings | None = None
+        self._run: tuple[L.Trainer, L.LightningModule] | None = None
         self.written: list[Path] = []
         self._scenes_done = 0
 
-    def is_complete(self, job: PredictionJob) -> bool:
-        """Whether every output of ``job`` exists (files only appear once complete)."""
-        return all(
-            p.exists() for p in output_paths(self.output_dir, job, self.probabilities).values()
-        )
+    def settings(self) -> OutputSettings:
+        """What this run writes, with the fingerprint of the module's weights.
+
+        Computed at first use, once the checkpoint is restored (Lightning restores it
+        after ``setup`` and before building the predict dataloader).
+        """
+        if self._settings is None:
+            if self._run is None:
+                raise RuntimeError("GeoTiffPredictionWriter is used before its setup.")
+            trainer, module = self._run
+            self._settings = OutputSettings(
+                self.probabilities, self.uncertainty, self.uncertainty_format,
+                model=model_fingerprint(module), checkpoint=str(trainer.ckpt_path or ""),
+            )  # fmt: skip
+        return self._settings
+
+    def difference(self, job: PredictionJob) -> str | None:
+        """Why ``job`` must be predicted (a file missing or made otherwise), or None."""
+        for name, layer in output_layers(self.output_dir, job, self.settings()).items():
+            reason = layer.difference()
+            if reason is not None:
+                return f"its {name} {layer.path.name}: {reason}"
+        return None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Check the datamodule, skip complete scenes, keep no predictions in memory."""
+        """Check the datamodule, skip current scenes, keep no predictions in memory."""
         if stage != "predict":
             return
         datamodule = trainer.datamodule
@@ -76,8 +116,9 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
             raise TypeError(
                 f"GeoTiffPredictionWriter needs a datamodule that predicts whole scenes "
                 f"(with prediction_jobs()); got {type(datamodule).__name__}. Use "
-                "stsun_lightning.predict.RasterPredictionDataModule for rasters on disk."
+                "stsun_lightning.data.RasterPredictionDataModule for rasters on disk."
             )
+        self._run, self._settings = (trainer, pl_module), None
         if not self.overwrite:
             datamodule.skip_predictions(self._skip)
         trainer.predict_loop.return_predictions = False
@@ -85,9 +126,11 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
         self._scenes_done = 0
 
     def _skip(self, job: PredictionJob) -> bool:
-        if self.is_complete(job):
-            log.info("Skipping %s: its outputs are complete.", job.stem)
+        reason = self.difference(job)
+        if reason is None:
+            log.info("Skipping %s: its outputs are current.", job.stem)
             return True
+        log.info("Predicting %s: %s.", job.stem, reason)
         return False
 
     def write_on_batch_end(
@@ -118,7 +161,7 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
             if outputs is None:
                 outputs = SceneOutputs(
                     dataset.jobs[ref.job], self.output_dir, dataset.window, dataset.overlap,
-                    self.probabilities,
+                    self.settings(),
                 )  # fmt: skip
                 self._open[ref.job] = outputs
             if outputs.add(ref.col, maps_np[item], self._label_grid(valid[item], maps_np[item])):
@@ -172,3 +215,8 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
     def state_dict(self) -> dict[str, Any]:
         """Nothing to save: complete outputs on disk are the state."""
         return {}
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")

@@ -3,51 +3,62 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from stsun_lightning.data.datasets.windows import PredictionJob
-from stsun_lightning.predict.windows import RowBandAccumulator
-from stsun_lightning.predict.writer import (
-    CLASS_NODATA,
-    OutputRaster,
-    category_colormap,
-    class_dtype,
+from stsun_lightning.predict.layers import (
+    UNIT_NODATA,
+    UNIT_SCALE,
+    OutputSettings,
+    output_layers,
 )
+from stsun_lightning.predict.uncertainty import uncertainty
+from stsun_lightning.predict.windows import RowBandAccumulator
+from stsun_lightning.predict.writer import OutputRaster
 
-__all__ = ["PROBABILITY_SCALE", "ProbabilityFormat", "SceneOutputs", "output_paths"]
+__all__ = ["SceneOutputs", "chunk_columns", "encode_unit"]
 
-ProbabilityFormat = Literal["none", "uint8", "float16"]
-PROBABILITY_SCALE = 254
-"""uint8 probabilities store ``round(p * 254)``; 255 is nodata."""
-_CHUNK_COLUMNS = 2048  # finished rows are encoded and written this many columns at a time
+_CHUNK_BYTES = 8 * 2**20  # finished rows are blended, encoded and written ~8 MiB at a time
+_TILE = 256  # column chunks are whole tiles of the temporary files
 
 
-def output_paths(
-    folder: Path, job: PredictionJob, probabilities: ProbabilityFormat
-) -> dict[str, Path]:
-    """The files written for ``job``: ``"map"`` and, if asked, ``"probabilities"``."""
-    paths = {"map": folder / f"{job.stem}.tif"}
-    if probabilities != "none" and job.source.is_classification:
-        paths["probabilities"] = folder / f"{job.stem}_probabilities.tif"
-    return paths
+def chunk_columns(channels: int, rows: int, width: int) -> int:
+    """Columns blended and written at once: about 8 MiB of float32 sums, whole tiles.
+
+    The chunk's size is bounded whatever the number of channels (a per-date map of many
+    dates and classes has thousands), at least one tile wide.
+    """
+    columns = _CHUNK_BYTES // max(4 * channels * rows, 1)
+    return min(width, max(_TILE, columns // _TILE * _TILE))
+
+
+def encode_unit(values: np.ndarray, seen: np.ndarray, dtype: str) -> np.ndarray:
+    """(C, n, w) values in [0, 1] stored as ``dtype``; pixels not ``seen`` are nodata.
+
+    uint8 stores ``round(v × 254)`` with 255 nodata; float16 stores the value, NaN nodata.
+    """
+    if dtype == "uint8":
+        stored = np.rint(np.clip(values, 0, 1) * UNIT_SCALE).astype(np.uint8)
+        stored[:, ~seen] = UNIT_NODATA
+        return stored
+    return np.where(seen, values, np.nan).astype(np.float16)
 
 
 class SceneOutputs:
     """Blends the windows of one job and streams finished rows to its output rasters.
 
     Windows must arrive in the order of
-    :class:`~stsun_lightning.data.datasets.windows.SceneWindowDataset` (row band by row band, left
-    to right); memory holds one row band of weighted sums, and finished rows are encoded
-    and written in chunks of columns.
+    :class:`~stsun_lightning.data.datasets.windows.SceneWindowDataset` (row band by row
+    band, left to right); memory holds one row band of weighted sums, and finished rows
+    are blended, encoded and written in chunks of columns of bounded size.
 
     Args:
         job: the scene and what is predicted.
         folder: output folder.
         window: window side.
         overlap: overlap between windows.
-        probabilities: also write per-class probabilities ("uint8" or "float16").
+        settings: which files to write (:func:`~stsun_lightning.predict.layers.output_layers`).
     """
 
     def __init__(
@@ -56,54 +67,26 @@ class SceneOutputs:
         folder: Path,
         window: int,
         overlap: int,
-        probabilities: ProbabilityFormat = "none",
+        settings: OutputSettings | None = None,
     ) -> None:
+        settings = settings or OutputSettings()
         self.job = job
         self.maps, self.channels = len(job.map_names), len(job.channel_names)
         self.classification = job.source.is_classification
+        self.uncertainty = settings.uncertainty
         self.accumulator = RowBandAccumulator(
             self.maps * self.channels, job.height, job.width, window, overlap
         )
         self.windows_in_band = 0
         grid = job.profile()
-        paths = output_paths(folder, job, probabilities)
-        self.rasters = {"map": self._map_raster(paths["map"], grid)}
-        if "probabilities" in paths:
-            self.rasters["probabilities"] = self._probability_raster(
-                paths["probabilities"], grid, probabilities
-            )
-
-    def _map_raster(self, path: Path, grid: dict) -> OutputRaster:
-        job, names = self.job, self.job.channel_names
-        if self.classification:
-            dtype = class_dtype(len(names))
-            return OutputRaster(
-                path, grid, self.maps, dtype, CLASS_NODATA[dtype], job.map_names,
-                tags={"CATEGORIES": ",".join(f"{i}:{n}" for i, n in enumerate(names)),
-                      "TASK": job.source.task, "OUTPUTS": job.outputs},
-                colormap=category_colormap(len(names)) if dtype == "uint8" else None,
-            )  # fmt: skip
-        return OutputRaster(
-            path, grid, self.maps * self.channels, "float32", float("nan"),
-            [f"{m}:{v}" if self.maps > 1 else v for m in job.map_names for v in names],
-            tags={"VARIABLES": ",".join(names), "TASK": job.source.task, "OUTPUTS": job.outputs},
-            resampling="average",
-        )  # fmt: skip
-
-    def _probability_raster(self, path: Path, grid: dict, kind: ProbabilityFormat) -> OutputRaster:
-        job, names = self.job, self.job.channel_names
-        band_names = [f"{m}:{c}" if self.maps > 1 else c for m in job.map_names for c in names]
-        tags = {"CATEGORIES": ",".join(names), "TASK": job.source.task, "OUTPUTS": job.outputs}
-        if kind == "uint8":
-            tags["SCALE"] = f"1/{PROBABILITY_SCALE}"
-            return OutputRaster(
-                path, grid, len(band_names), "uint8", 255, band_names, tags=tags,
-                resampling="average", scale=1.0 / PROBABILITY_SCALE,
-            )  # fmt: skip
-        return OutputRaster(
-            path, grid, len(band_names), "float16", float("nan"), band_names, tags=tags,
-            resampling="average",
-        )  # fmt: skip
+        self.layers = output_layers(folder, job, settings)
+        self.rasters: dict[str, OutputRaster] = {}
+        try:
+            for name, layer in self.layers.items():
+                self.rasters[name] = OutputRaster(layer, grid)
+        except BaseException:
+            self.abort()
+            raise
 
     @property
     def paths(self) -> list[Path]:
@@ -128,8 +111,9 @@ class SceneOutputs:
         self.windows_in_band = 0
         top, n = self.accumulator.final_rows()
         width = self.job.width
-        for col0 in range(0, width, _CHUNK_COLUMNS):
-            col1 = min(col0 + _CHUNK_COLUMNS, width)
+        step = chunk_columns(self.maps * self.channels, n, width)
+        for col0 in range(0, width, step):
+            col1 = min(col0 + step, width)
             blended, weight = self.accumulator.blended(col0, col1)
             self._write(
                 top, col0, blended.reshape(self.maps, self.channels, n, col1 - col0), weight > 0
@@ -152,15 +136,14 @@ class SceneOutputs:
         labels[:, ~seen] = classes.nodata
         classes.write_rows(top, labels, col)
         probabilities = self.rasters.get("probabilities")
-        if probabilities is None:
-            return
-        flat = blended.reshape(-1, *seen.shape)
-        if probabilities.dtype == "uint8":
-            stored = np.rint(np.clip(flat, 0, 1) * PROBABILITY_SCALE).astype(np.uint8)
-            stored[:, ~seen] = 255
-        else:
-            stored = np.where(seen, flat, np.nan).astype(np.float16)
-        probabilities.write_rows(top, stored, col)
+        if probabilities is not None:
+            flat = blended.reshape(-1, *seen.shape)
+            probabilities.write_rows(top, encode_unit(flat, seen, probabilities.dtype), col)
+        doubt = self.rasters.get("uncertainty")
+        if doubt is not None:
+            # From the blended probabilities: what the written map and probabilities say.
+            measure = uncertainty(blended, self.uncertainty, axis=1)  # (To, n, w)
+            doubt.write_rows(top, encode_unit(measure, seen, doubt.dtype), col)
 
     def abort(self) -> None:
         """Drop the temporary files; nothing appears at the target paths."""

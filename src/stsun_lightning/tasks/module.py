@@ -1,54 +1,62 @@
 """The LightningModule: routes each batch by its task to the right loss and metrics.
 
-Under DDP each rank sees batches of other sources, so the keys a rank logs differ from
-its neighbours'. Nothing here synchronises per step: evaluation losses and metrics are
-accumulated per source and reduced across ranks once, at the end of the epoch, for every
-source that any rank saw; training losses are logged as each rank sees them.
+It reads top to bottom as TorchGeo's ``BaseTask`` does: the constructor calls
+``configure_models``, ``configure_losses`` and ``configure_metrics``; then come the steps,
+the optimiser and what a checkpoint carries. Each concern lives in a module of its own:
+``rows`` (batch rows to network rows), ``losses``, ``balance`` (the loss balance across
+tasks), ``nonfinite`` (skipping a step on every rank), ``evaluation`` and ``metrics``,
+``panels``, ``optimizer``, ``state`` (checkpoint contents and checks).
+
+Under DDP the ranks agree once per training step (one all-reduce of a few numbers) on
+whether to skip it and on the loss balance's measurements; evaluation is reduced once per
+epoch (see :mod:`~stsun_lightning.tasks.evaluation`). Training losses are logged as each
+rank sees them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import random
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from lightning import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.combined_loader import CombinedLoader
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
-from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.errors import ConfigError, unknown_name_error
 from stsun_lightning.models import StsunOutput, create_model
-from stsun_lightning.tasks.losses import category_loss, value_loss
-from stsun_lightning.tasks.metrics import SourceMetrics
-from stsun_lightning.tasks.panels import panel
-from stsun_lightning.tasks.schedule import warmup_cosine
+from stsun_lightning.tasks.balance import LossBalance
+from stsun_lightning.tasks.evaluation import SourceEvaluation
+from stsun_lightning.tasks.losses import batch_loss
+from stsun_lightning.tasks.nonfinite import NonFiniteSkips, drop_gradients, zero_through_parameters
+from stsun_lightning.tasks.optimizer import adamw_with_schedule
+from stsun_lightning.tasks.panels import batch_panel
+from stsun_lightning.tasks.rows import RowMap
+from stsun_lightning.tasks.state import (
+    CHECKPOINT_FORMAT,
+    check_format,
+    check_shapes,
+    restore_loader_states,
+    rng_states,
+    set_rng_states,
+)
 
 __all__ = ["CHECKPOINT_FORMAT", "StsunTask"]
-
-CHECKPOINT_FORMAT = 1
-"""Version of what ``StsunTask`` checkpoints hold beside the state dict."""
-
-log = logging.getLogger(__name__)
 
 
 class StsunTask(LightningModule):
     """Trains one STSUN network on many sources and tasks at once.
 
     Each batch comes from one source (one dataset, sensor set and task); its loss is
-    cross-entropy over the requested categories or L1 over the requested values.
-    Losses are balanced across tasks by dividing each by a running mean of its own
-    magnitude (``loss_balance="running_mean"``): every task then contributes steps of
-    comparable size, whether its loss is in nats or in metres, and none starves.
+    cross-entropy over the requested categories or L1 over the requested values, optionally
+    divided by its task's normaliser (:mod:`~stsun_lightning.tasks.balance`), so that the
+    sum does not depend on the tasks' units. A step whose loss is not finite on any rank is skipped
+    on every rank, moving nothing (:mod:`~stsun_lightning.tasks.nonfinite`).
 
     Args:
         model: preset name of the network (see ``stsun_lightning.models.list_models``).
@@ -56,12 +64,19 @@ class StsunTask(LightningModule):
         sources: the datamodule's sources, by name (linked from the datamodule by the
             CLI): ``{name: {"task": ..., "categories": [...]} or {"variables": [...]}}``.
         learning_rate: peak AdamW learning rate.
-        weight_decay: AdamW weight decay (not applied to norms, biases and tables).
+        weight_decay: AdamW weight decay of the weights of linear and convolutional layers
+            (not of norms, biases, scales and tables; see
+            :func:`~stsun_lightning.tasks.optimizer.decayed_parameters`).
         warmup_steps: linear warm-up steps before the cosine decay.
         min_lr_ratio: final learning rate over the peak.
-        loss_balance: ``"running_mean"`` or ``"none"``.
-        balance_momentum: momentum of the running mean of each task's loss.
-        max_nonfinite_losses: NaN/inf losses tolerated (each step skipped) before stopping.
+        loss_balance: ``"none"`` (the raw sum: the default, measured better on the demo,
+            see docs/architecture.md) or ``"initial_mean"`` (each task's loss over its mean
+            on its first ``balance_batches`` labelled batches, then frozen: a sum that does
+            not depend on the tasks' units).
+        balance_batches: labelled batches of a task (over all ranks) that measure its
+            normaliser.
+        max_nonfinite_losses: steps with a NaN/inf loss tolerated (each skipped on every
+            rank) before the run stops.
         panel_every_n_epochs: log image panels every this many validation epochs (0 = never).
         activation_checkpointing: recompute the trunk blocks' activations in the backward
             pass instead of keeping them (less memory, more compute; see docs/cluster.md).
@@ -83,8 +98,8 @@ class StsunTask(LightningModule):
         weight_decay: float = 0.05,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.01,
-        loss_balance: Literal["running_mean", "none"] = "running_mean",
-        balance_momentum: float = 0.98,
+        loss_balance: Literal["initial_mean", "none"] = "none",
+        balance_batches: int = 20,
         max_nonfinite_losses: int = 10,
         panel_every_n_epochs: int = 5,
         activation_checkpointing: bool = False,
@@ -94,142 +109,118 @@ class StsunTask(LightningModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= band_dropout <= 1.0 or min_bands < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"band_dropout must be in [0, 1] and min_bands at least 1, got "
                 f"band_dropout={band_dropout}, min_bands={min_bands}."
             )
         self.save_hyperparameters()
         self.sources = {s.name: s for s in parse_sources(sources or {})}
-        # What the rows of this datamodule's batches mean; the network's vocabularies may
-        # differ once a checkpoint trained on other sources is loaded (see ``forward``).
-        self.data_vocabularies = build_vocabularies(self.sources.values())
-        self.model = create_model(model, **self.data_vocabularies, **(model_overrides or {}))
-        self.model.set_activation_checkpointing(activation_checkpointing)
-        if compile_model:
-            self.model.compile()
-        self._row_maps: dict[str, tuple[tuple[str, ...], Tensor | None]] = {}
-        self.val_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
-        self.test_metrics = nn.ModuleDict({n: SourceMetrics(s) for n, s in self.sources.items()})
-        self.loss_scale: dict[str, float] = {}
-        self.nonfinite_losses = 0
-        # Per stage and source: (sum of batch loss × batch size, sum of batch sizes).
-        self._eval_losses: dict[str, dict[str, tuple[Tensor, Tensor]]] = {"val": {}, "test": {}}
-        self._rng_to_restore: dict[str, Any] | None = None
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+        # The datamodule's record of what its reader did, from a checkpoint (see ``state``).
+        self.data_record: Any = None
+        self._rng_to_restore: Mapping[str, Any] | None = None
         self._loader_states_to_restore: list[dict[str, Any]] = []
-        # What the training datamodule's reader did (statistics, frame rule), carried in
-        # checkpoints so that evaluation and prediction read alike (data.record).
-        self.data_record: dict[str, Any] | None = None
+
+    def configure_models(self) -> None:
+        """The network, with vocabularies covering the sources, and the row translation."""
+        vocabularies = build_vocabularies(self.sources.values())
+        # What the rows of the datamodule's batches mean; the network's vocabularies may
+        # differ once a checkpoint trained on other sources is loaded.
+        self.rows = RowMap(vocabularies)
+        hparams = self.hparams
+        self.model = create_model(hparams.model, **vocabularies, **(hparams.model_overrides or {}))
+        self.model.set_activation_checkpointing(hparams.activation_checkpointing)
+        if hparams.compile_model:
+            self.model.compile()
+
+    def configure_losses(self) -> None:
+        """The loss balance across tasks and the non-finite-loss guard."""
+        tasks = {source.task for source in self.sources.values()}
+        self.balance = LossBalance(tasks, self.hparams.loss_balance, self.hparams.balance_batches)
+        self.nonfinite = NonFiniteSkips(self.hparams.max_nonfinite_losses)
+
+    def configure_metrics(self) -> None:
+        """Validation and test scores per source."""
+        self.val_metrics = SourceEvaluation(self.sources)
+        self.test_metrics = SourceEvaluation(self.sources)
+
+    @property
+    def data_vocabularies(self) -> dict[str, list[str]]:
+        """What the rows of the datamodule's batches mean (``tasks``, ``categories``, ...)."""
+        return self.rows.data_vocabularies
 
     def forward(self, batch: Batch) -> StsunOutput:
         """Run the network on a batch whose rows follow this datamodule's vocabularies."""
         return self.model(self.to_model_rows(batch))
 
+    def to_model_rows(self, batch: Batch) -> Batch:
+        """The batch with its rows translated to the network's (see :class:`RowMap`)."""
+        return self.rows(batch, self.model)
+
     def setup(self, stage: str) -> None:
-        """Take the datamodule's vocabularies (what its batch rows mean), when it has them."""
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        """Take the datamodule's vocabularies, and give it the checkpoint's data record.
+
+        Lightning runs this after ``datamodule.setup`` and before it asks for any loader.
+        """
+        datamodule = self._datamodule()
         vocabularies = getattr(datamodule, "vocabularies", None)
         if vocabularies is not None:
-            self.data_vocabularies = vocabularies
-            self._row_maps = {}
-        self._give_data_record(datamodule)
+            self.rows = RowMap(vocabularies)
+        if self.data_record is not None:
+            _give_data_record(datamodule, self.data_record)
 
-    def _give_data_record(self, datamodule: Any) -> None:
-        """Hand a loaded checkpoint's data record to the datamodule, if it takes one."""
-        if self.data_record is not None and callable(getattr(datamodule, "load_data_record", None)):
-            datamodule.load_data_record(self.data_record)
-
-    def to_model_rows(self, batch: Batch) -> Batch:
-        """Translate the batch's task, category and variable rows to the network's rows.
-
-        The datamodule numbers names by its own sources; a checkpoint trained on other
-        sources numbers them its own way. Rows are matched by name, so a model predicts
-        any subset of what it learnt, in any order.
-
-        Raises:
-            UnknownNameError: a name of the datamodule that the network never learnt.
-        """
-        changes = {}
-        for field, kind in (
-            ("task", "tasks"),
-            ("categories", "categories"),
-            ("variables", "variables"),
-        ):
-            rows = getattr(batch, field)
-            lookup = self._row_map(kind) if rows is not None else None
-            if lookup is not None:
-                changes[field] = lookup.to(rows.device)[rows]
-        return dataclasses.replace(batch, **changes) if changes else batch
-
-    def _row_map(self, kind: str) -> Tensor | None:
-        """Data row -> network row for one vocabulary, or None where they agree."""
-        embedding = {
-            "tasks": self.model.task_embedding,
-            "categories": self.model.category_embedding,
-            "variables": self.model.variable_embedding,
-        }[kind]
-        names = tuple(embedding.vocabulary.names)
-        cached = self._row_maps.get(kind)
-        if cached is not None and cached[0] == names:
-            return cached[1]
-        data_names = self.data_vocabularies[kind]
-        lookup = None
-        if list(names[: len(data_names)]) != data_names:
-            known = set(names)
-            for name in data_names:
-                if name not in known:
-                    raise unknown_name_error(
-                        {"tasks": "task", "categories": "category", "variables": "variable"}[kind],
-                        name,
-                        names,
-                        where="the network's vocabulary, e.g. from its checkpoint",
-                    )
-            lookup = torch.tensor([names.index(n) for n in data_names], dtype=torch.long)
-        self._row_maps[kind] = (names, lookup)
-        return lookup
-
-    def _source(self, batch: Batch) -> SourceInfo:
-        name = batch.source[0]
-        if name not in self.sources:
-            raise unknown_name_error("source", name, self.sources, where="batch.source")
-        return self.sources[name]
-
-    @staticmethod
-    def _loss(output: StsunOutput, batch: Batch) -> Tensor:
-        if batch.target is None:
-            raise ValueError(f"Batch from source {batch.source[0]!r} has no target to train on.")
-        prediction = output.logits if output.logits is not None else output.values
-        # In float32 under mixed precision: autocast would run some reductions in half.
-        with torch.autocast(prediction.device.type, enabled=False):
-            if output.logits is not None:
-                return category_loss(output.logits, batch.target)
-            return value_loss(output.values, batch.target)
-
-    def _balanced(self, loss: Tensor, task: str) -> Tensor:
-        if self.hparams.loss_balance == "none":
-            return loss
-        value = float(loss.detach())
-        m = self.hparams.balance_momentum
-        previous = self.loss_scale.get(task)
-        self.loss_scale[task] = value if previous is None else m * previous + (1 - m) * value
-        return loss / max(self.loss_scale[task], 1e-6)
+    # --- training ------------------------------------------------------------------------
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """One step on one source's batch; a non-finite loss skips the step."""
+        """One step on one source's batch; a non-finite loss on any rank skips it everywhere."""
         source = self._source(batch)
         batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
-        loss = self._loss(self(batch), batch)
-        if not bool(torch.isfinite(loss)):
-            return self._skip_nonfinite(loss, source)
-        balanced = self._balanced(loss, source.task)
+        loss = batch_loss(self(batch), batch)
+        finite = bool(torch.isfinite(loss.value))
+        measured = float(loss.value.detach()) if finite and loss.labelled else None
+        nonfinite_ranks, balance_totals = self._agree(not finite, source.task, measured)
+        if nonfinite_ranks:
+            own = None if finite else loss.value
+            self.nonfinite.skip(self.global_step, nonfinite_ranks, own, source.name)
+            # Every rank still runs its backward pass (DDP needs it); the gradients are
+            # dropped before the optimiser runs (``on_before_optimizer_step``).
+            return zero_through_parameters(self)
+        self.balance.add(balance_totals)
+        balanced = self.balance(loss.value, source.task)
         size = batch.batch_size
-        self.log(f"train/{source.name}/loss", loss, batch_size=size)
+        self.log(f"train/{source.name}/loss", loss.value, batch_size=size)
         self.log("train/loss", balanced, batch_size=size, prog_bar=True)
         if self._needs_zero_term():
             # Batches of other tasks (or of one date) leave parts of the network unused,
             # which DDP without ``find_unused_parameters`` refuses; a zero-weighted term
             # gives every parameter a gradient instead (see docs/cluster.md).
-            balanced = balanced + self._zero_through_every_parameter()
+            balanced = balanced + zero_through_parameters(self)
         return balanced
+
+    def _agree(self, nonfinite: bool, task: str, measured: float | None) -> tuple[int, Tensor]:
+        """Sum over ranks: how many saw a non-finite loss, and the loss balance's reports."""
+        report = torch.cat(
+            [
+                torch.tensor([float(nonfinite)], device=self.device),
+                self.balance.report(task, measured, self.device),
+            ]
+        )
+        if self._distributed():
+            report = self.trainer.strategy.reduce(report, reduce_op="sum")
+        return round(float(report[0])), report[1:]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the gradients of a skipped step, so the optimiser changes nothing."""
+        if self.nonfinite.skips(self.global_step):
+            drop_gradients(optimizer)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        """Advance the schedule, except after a skipped step."""
+        # Lightning counts the step as done before it steps the schedulers.
+        if not self.nonfinite.skips(self.global_step - 1):
+            super().lr_scheduler_step(scheduler, metric)
 
     def _distributed(self) -> bool:
         return self._trainer is not None and self.trainer.world_size > 1
@@ -241,49 +232,11 @@ class StsunTask(LightningModule):
         wrapper = self.trainer.strategy.model
         return not (isinstance(wrapper, DistributedDataParallel) and wrapper.find_unused_parameters)
 
-    def _zero_through_every_parameter(self) -> Tensor:
-        """0, with a (zero) gradient for every trainable parameter."""
-        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-
-    def _skip_nonfinite(self, loss: Tensor, source: SourceInfo) -> Tensor:
-        self.nonfinite_losses += 1
-        limit = self.hparams.max_nonfinite_losses
-        if self.nonfinite_losses > limit:
-            raise RuntimeError(
-                f"Stopping: {self.nonfinite_losses} non-finite losses (limit max_nonfinite_losses={limit}); "
-                f"the last came from source {source.name!r}. Check its inputs and labels for NaN/inf, "
-                "or lower the learning rate."
-            )
-        log.warning(
-            "Non-finite loss (%s) on source %r at step %d: step skipped (%d of at most %d).",
-            float(loss),
-            source.name,
-            self.global_step,
-            self.nonfinite_losses,
-            limit,
-        )
-        # A zero that reaches every parameter: all DDP ranks still take part in the step.
-        return self._zero_through_every_parameter()
-
-    def _evaluate(
-        self, batch: Batch, stage: str, metrics: nn.ModuleDict
-    ) -> tuple[StsunOutput, Tensor]:
-        source = self._source(batch)
-        output = self(batch)
-        loss = self._loss(output, batch)
-        prediction = output.logits if output.logits is not None else output.values
-        metrics[source.name].update(prediction, batch.target)
-        size = torch.tensor(float(batch.batch_size), dtype=torch.float64, device=loss.device)
-        total, count = self._eval_losses[stage].get(source.name, (0.0, 0.0))
-        self._eval_losses[stage][source.name] = (
-            total + loss.detach().double() * size,
-            count + size,
-        )
-        return output, loss
+    # --- evaluation ----------------------------------------------------------------------
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Update the source's metrics; log a panel on the first batch of some epochs."""
-        output, loss = self._evaluate(batch, "val", self.val_metrics)
+        output, loss = self._evaluate(batch, self.val_metrics)
         every = self.hparams.panel_every_n_epochs
         if batch_idx == 0 and every and self.current_epoch % every == 0:
             self._log_panel(batch, output)
@@ -291,140 +244,116 @@ class StsunTask(LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Update the source's test metrics."""
-        return self._evaluate(batch, "test", self.test_metrics)[1]
+        return self._evaluate(batch, self.test_metrics)[1]
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> StsunOutput:
         """The network's raw output."""
         return self(batch)
 
-    def _log_metrics(self, stage: str, metrics: nn.ModuleDict) -> None:
-        """Log ``<stage>/<source>/loss`` and the metrics of every source any rank saw.
-
-        One all-reduce gathers which sources each rank saw and their loss sums; the
-        metrics' own states are then reduced by torchmetrics on every rank, including
-        ranks that saw none of the source (or the collective would wait for them).
-        """
-        losses = self._eval_losses[stage]
-        zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        rows = []
-        for name, source_metrics in metrics.items():
-            total, count = losses.get(name, (zero, zero))
-            seen = torch.ones_like(zero) if source_metrics.updated else zero
-            rows.append(torch.stack([seen, torch.as_tensor(total), torch.as_tensor(count)]))
-        if not rows:
-            return
-        table = torch.stack(rows).to(self.device)
-        if self._distributed():
-            table = self.trainer.strategy.reduce(table, reduce_op="sum")
-        for (name, source_metrics), (seen, total, count) in zip(
-            metrics.items(), table.tolist(), strict=True
-        ):
-            if not seen:
-                continue
-            with warnings.catch_warnings():
-                # A rank that saw no batch of this source still joins the reduction.
-                warnings.filterwarnings("ignore", message=".*was called before the ``update``")
-                # The values are reduced already: Lightning's advice to sync them is moot.
-                warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-                values = source_metrics.compute()
-                if count > 0:
-                    self.log(f"{stage}/{name}/loss", total / count, sync_dist=False)
-                for metric, value in values.items():
-                    self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)
-            source_metrics.reset()
-        self._eval_losses[stage] = {}
-
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/<source>/<metric>`` for every source seen."""
-        self._log_metrics("val", self.val_metrics)
+        """Log ``val/<source>/<metric>`` for every source any rank saw."""
+        self._log_scores("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
-        """Log ``test/<source>/<metric>`` for every source seen."""
-        self._log_metrics("test", self.test_metrics)
+        """Log ``test/<source>/<metric>`` for every source any rank saw."""
+        self._log_scores("test", self.test_metrics)
+
+    def _evaluate(self, batch: Batch, evaluation: SourceEvaluation) -> tuple[StsunOutput, Tensor]:
+        source = self._source(batch)
+        output = self(batch)
+        loss = batch_loss(output, batch).value
+        prediction = output.logits if output.logits is not None else output.values
+        assert prediction is not None and batch.target is not None
+        evaluation.update(source.name, prediction, batch.target, loss)
+        return output, loss
+
+    def _log_scores(self, stage: str, evaluation: SourceEvaluation) -> None:
+        reduce = None
+        if self._distributed():
+            strategy = self.trainer.strategy
+            reduce = lambda table: strategy.reduce(table, reduce_op="sum")  # noqa: E731
+        scores = evaluation.compute(self.device, reduce)
+        with warnings.catch_warnings():
+            # The values are reduced already: Lightning's advice to sync them is moot.
+            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+            for key, value in scores.items():
+                self.log(f"{stage}/{key}", value, sync_dist=False)
 
     def _log_panel(self, batch: Batch, output: StsunOutput) -> None:
-        if not isinstance(self.logger, TensorBoardLogger) or batch.target is None:
+        if not isinstance(self.logger, TensorBoardLogger):
             return
-        frame = int(batch.time_mask[0].nonzero().max())
-        if output.logits is not None:
-            target, prediction = batch.target[0, -1], output.logits[0, -1].argmax(0)
-        else:
-            target, prediction = batch.target[0, -1, 0], output.values[0, -1, 0]
-        picture = panel(
-            batch.image[0, frame].cpu(),
-            batch.wavelength_nm[0].cpu(),
-            batch.band_mask[0].cpu(),
-            target.cpu(),
-            prediction.detach().cpu(),
-        )
-        self.logger.experiment.add_image(f"panels/{batch.source[0]}", picture, self.global_step)
+        picture = batch_panel(batch, output)
+        if picture is not None:
+            self.logger.experiment.add_image(f"panels/{batch.source[0]}", picture, self.global_step)
+
+    def _source(self, batch: Batch) -> SourceInfo:
+        name = batch.source[0]
+        if name not in self.sources:
+            raise unknown_name_error("source", name, self.sources, where="batch.source")
+        return self.sources[name]
+
+    # --- optimiser -----------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with linear warm-up and cosine decay to ``min_lr_ratio`` × the peak."""
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            is_table = name.endswith("embedding.weight") or ".null_key" in name
-            (decay if p.dim() >= 2 and not is_table else no_decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.learning_rate,
-        )
         total = (
             max(int(self.trainer.estimated_stepping_batches), 1)
             if self._trainer is not None
             else 1000
         )
-        warmup = min(self.hparams.warmup_steps, max(total // 10, 1))
-        schedule = warmup_cosine(total, warmup, self.hparams.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        optimizer, scheduler = adamw_with_schedule(
+            self,
+            learning_rate=self.hparams.learning_rate,
+            weight_decay=self.hparams.weight_decay,
+            total_steps=total,
+            warmup_steps=min(self.hparams.warmup_steps, max(total // 10, 1)),
+            min_lr_ratio=self.hparams.min_lr_ratio,
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    # --- checkpoints ---------------------------------------------------------------------
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the loss balance, the random state and the format version with the weights.
+        """Keep the format, loss balance, skip count, random state and data record.
 
         The random state is the writing rank's (rank 0); Lightning itself saves the
         optimiser, the scheduler, the loops' progress and the training loader's position.
         """
-        checkpoint["loss_scale"] = dict(self.loss_scale)
-        checkpoint["rng_states"] = _rng_states()
         checkpoint["stsun_checkpoint_format"] = CHECKPOINT_FORMAT
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
-        if callable(getattr(datamodule, "data_record", None)):
-            checkpoint["stsun_data"] = datamodule.data_record()
+        checkpoint["loss_balance"] = self.balance.state_dict()
+        checkpoint["nonfinite_steps"] = self.nonfinite.state_dict()
+        checkpoint["rng_states"] = rng_states()
+        data_record = getattr(self._datamodule(), "data_record", None)
+        record = data_record() if callable(data_record) else None
+        if record is not None:
+            checkpoint["stsun_data"] = record
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        """Check the format and the network's shapes; restore the loss balance.
+        """Check the format and the network's shapes; restore the training state.
+
+        The data record goes to the attached datamodule now (``trainer.predict(...,
+        ckpt_path=...)`` restores after ``setup``), or in ``setup`` when the task was loaded
+        before it met a trainer (``StsunTask.load_from_checkpoint``).
 
         Raises:
-            ValueError: a checkpoint of a newer format, of no STSUN task, or of a network
+            ConfigError: a checkpoint of a newer format, of no STSUN task, or of a network
                 of other shapes (naming the first parameters that differ and the presets).
         """
-        found = checkpoint.get("stsun_checkpoint_format")
-        if found is None or found > CHECKPOINT_FORMAT:
-            what = "has no 'stsun_checkpoint_format'" if found is None else f"has format {found}"
-            raise ValueError(
-                f"Cannot load this checkpoint: it {what}, and this stsun-lightning reads "
-                f"formats up to {CHECKPOINT_FORMAT} written by StsunTask. Load it with the "
-                "version that wrote it, or upgrade."
-            )
-        self._check_shapes(checkpoint)
-        self.loss_scale = dict(checkpoint.get("loss_scale", {}))
-        self.data_record = checkpoint.get("stsun_data")
-        if self._trainer is not None:
-            self._give_data_record(self._trainer.datamodule)
+        check_format(checkpoint)
+        check_shapes(self.state_dict(), checkpoint, self.hparams)
+        self.balance.load_state_dict(checkpoint.get("loss_balance", {}))
+        self.nonfinite.load_state_dict(checkpoint.get("nonfinite_steps", {}))
         self._rng_to_restore = checkpoint.get("rng_states")
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
         self._loader_states_to_restore = list(
             fit_loop.get("state_dict", {}).get("combined_loader", [])
         )
+        self.data_record = checkpoint.get("stsun_data")
+        if self.data_record is not None:
+            _give_data_record(self._datamodule(), self.data_record)
 
     def on_train_start(self) -> None:
         """Restore a resumed run's random state and its place in the training epoch.
@@ -437,71 +366,18 @@ class StsunTask(LightningModule):
         :class:`~stsun_lightning.data.samplers.sources.ResumableDataLoader`).
         """
         if self._rng_to_restore is not None:
-            _set_rng_states(self._rng_to_restore)
+            set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
         states, self._loader_states_to_restore = self._loader_states_to_restore, []
         if states:
-            loaders = CombinedLoader(self.trainer.train_dataloader).flattened
-            stateful = [d for d in loaders if callable(getattr(d, "load_state_dict", None))]
-            if len(stateful) == len(states):
-                for loader, state in zip(stateful, states, strict=True):
-                    loader.load_state_dict(state)
+            restore_loader_states(self.trainer.train_dataloader, states)
 
-    def _check_shapes(self, checkpoint: Mapping[str, Any]) -> None:
-        """Name the parameters whose shapes differ (vocabulary tables may differ in rows)."""
-        own = self.state_dict()
-        differ = []
-        for name, value in checkpoint.get("state_dict", {}).items():
-            if not isinstance(value, Tensor) or name not in own:
-                continue
-            mine = own[name]
-            table = name.endswith("embedding.weight")
-            if (table and value.shape[1:] != mine.shape[1:]) or (
-                not table and value.shape != mine.shape
-            ):
-                differ.append(
-                    f"{name}: {tuple(value.shape)} in the checkpoint, {tuple(mine.shape)} here"
-                )
-        if differ:
-            hparams = checkpoint.get("hyper_parameters", {})
-            trained = (
-                f"preset {hparams.get('model', '?')!r}, overrides {hparams.get('model_overrides')}"
-            )
-            raise ValueError(
-                f"The checkpoint's network ({trained}) has other shapes than this one "
-                f"(preset {self.hparams.model!r}, overrides {self.hparams.model_overrides}): "
-                + "; ".join(differ[:3])
-                + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
-                + ". Build the task with the checkpoint's preset and overrides."
-            )
+    def _datamodule(self) -> Any:
+        return self._trainer.datamodule if self._trainer is not None else None
 
 
-def _rng_states() -> dict[str, Any]:
-    """The global random generators' states (Python, NumPy, torch CPU and CUDA).
-
-    In types that ``torch.load(weights_only=True)`` (Lightning's default) accepts: NumPy's
-    key array becomes a tensor.
-    """
-    name, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
-    states: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["torch_cuda"] = torch.cuda.get_rng_state()
-    return states
-
-
-def _set_rng_states(states: Mapping[str, Any]) -> None:
-    """Set the generators saved by :func:`_rng_states` (those present)."""
-    if "python" in states:
-        random.setstate(states["python"])
-    if "numpy" in states:
-        name, keys, position, has_gauss, gauss = states["numpy"]
-        keys = np.asarray(keys.numpy() if isinstance(keys, Tensor) else keys).astype(np.uint32)
-        np.random.set_state((name, keys, position, has_gauss, gauss))
-    if "torch" in states:
-        torch.set_rng_state(states["torch"].cpu())
-    if "torch_cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states["torch_cuda"].cpu())
+def _give_data_record(datamodule: Any, record: Any) -> None:
+    """Hand a checkpoint's data record to a datamodule that takes one."""
+    load = getattr(datamodule, "load_data_record", None)
+    if callable(load):
+        load(record)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["class_colours", "panel", "rgb_composite"]
+from stsun_lightning.batch import Batch
+from stsun_lightning.models import StsunOutput
+from stsun_lightning.palette import class_colours
+
+__all__ = ["batch_panel", "class_colours", "panel", "rgb_composite"]
 
 _RGB_NM = (665.0, 560.0, 490.0)
 _MAX_DISTANCE_NM = 60.0
@@ -42,13 +46,6 @@ def rgb_composite(image: Tensor, wavelength_nm: Tensor, band_mask: Tensor) -> Te
     low = flat.quantile(0.02, dim=1)[:, None, None]
     high = flat.quantile(0.98, dim=1)[:, None, None]
     return ((rgb - low) / (high - low).clamp(min=1e-6)).clamp(0, 1)
-
-
-def class_colours(num_classes: int) -> Tensor:
-    """(K, 3) distinct colours in [0, 1], stable for a given K (golden-angle hues)."""
-    hues = (torch.arange(num_classes, dtype=torch.float32) * 0.618034) % 1.0
-    k = (torch.tensor([5.0, 3.0, 1.0]) + hues[:, None] * 6) % 6
-    return 0.9 - 0.7 * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
 def _map_to_rgb(classes: Tensor, colours: Tensor) -> Tensor:
@@ -90,3 +87,31 @@ def panel(
         colours = class_colours(int(max(target.max(), prediction.max(), 0)) + 1)
         maps = [_map_to_rgb(target, colours), _map_to_rgb(prediction, colours)]
     return torch.cat([rgb, *maps], -1)
+
+
+def batch_panel(batch: Batch, output: StsunOutput) -> Tensor | None:
+    """The panel of a batch's first item: its last real frame, and its last output slot.
+
+    Args:
+        batch: an evaluated batch.
+        output: the network's output for it.
+
+    Returns:
+        (3, H', 3 W') float in [0, 1], or None for a batch without a target.
+    """
+    if batch.target is None:
+        return None
+    frame = int(batch.time_mask[0].nonzero().max())
+    if output.logits is not None:
+        target, prediction = batch.target[0, -1], output.logits[0, -1].argmax(0)
+    else:
+        assert output.values is not None
+        target, prediction = batch.target[0, -1, 0], output.values[0, -1, 0]
+    band_mask = batch.band_mask[0, frame] if batch.band_mask.dim() == 3 else batch.band_mask[0]
+    return panel(
+        batch.image[0, frame].cpu(),
+        batch.wavelength_nm[0].cpu(),
+        band_mask.cpu(),
+        target.cpu(),
+        prediction.detach().cpu(),
+    )

@@ -41,7 +41,8 @@ def torchgeo_batch(batch: Batch) -> dict[str, Any]:
     single images) and (B, T, C, H, W) for a time series, with missing values (NaN) set
     to 0; ``mask`` is the target: (B, H', W') long (-1 = ignore) or float (NaN = ignore)
     for one output slot, else (B, To, H', W'); every other field of :class:`Batch`
-    keeps its name (``valid_mask``, ``wavelength_nm``, ``dates``, ``source``...).
+    keeps its name and shape (``valid_mask``, ``wavelength_nm``, ``dates``, ``source``,
+    ``band_mask`` (B, T, C)...).
 
     Args:
         batch: a batch of the project.

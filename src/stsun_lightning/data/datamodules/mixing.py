@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.datamodules.base import BatchFormat, Split, StsunDataModule
 from stsun_lightning.data.record import SourceRecord
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["MixedDataModule"]
 
@@ -37,7 +38,7 @@ class MixedDataModule(StsunDataModule):
         batch_format: ``"stsun"`` or ``"torchgeo"``.
 
     Raises:
-        ValueError: no member, or two members with a source of the same name.
+        ConfigError: no member, or two members with a source of the same name.
     """
 
     def __init__(
@@ -54,12 +55,12 @@ class MixedDataModule(StsunDataModule):
             batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
         )
         if not datamodules:
-            raise ValueError("MixedDataModule needs at least one datamodule.")
+            raise ConfigError("MixedDataModule needs at least one datamodule.")
         self.members = list(datamodules)
         self.source_infos = [s for m in self.members for s in m.source_infos]
         repeated = [n for n, c in Counter(s.name for s in self.source_infos).items() if c > 1]
         if repeated:
-            raise ValueError(
+            raise ConfigError(
                 f"Sources {repeated} appear in several datamodules; give each dataset its "
                 "own name (e.g. the datamodules' `name` argument)."
             )

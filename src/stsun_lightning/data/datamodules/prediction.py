@@ -81,20 +81,24 @@ class ScenePredictionMixin(ABC):
         """Windows of every pending job, in order (never shuffled: the writer streams).
 
         Under DDP each rank takes every ``world_size``-th job, so every scene is read,
-        predicted and written by exactly one rank.
+        predicted and written whole by exactly one rank, with Lightning's
+        ``use_distributed_sampler`` on or off (:class:`JobBatchSampler`). Each rank checks
+        only its own jobs for :meth:`skip_predictions`, so a scene another rank is
+        finishing never moves a job from one rank to another.
         """
         jobs = self.prediction_jobs()
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.world_size > 1:
-            jobs = jobs[trainer.global_rank :: trainer.world_size]
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        jobs = jobs[rank::world_size]
         skip = self._skip_prediction
         jobs = [j for j in jobs if not (skip and skip(j))]
         dataset = SceneWindowDataset(
             jobs, self.vocabularies, self.predict_window, self.predict_overlap
         )
         sampler = JobBatchSampler(
-            SequentialSampler(dataset), self.predict_batch_size, job_starts=dataset.job_starts
-        )
+            SequentialSampler(dataset), self.predict_batch_size, job_starts=dataset.job_starts,
+            rank=rank, world_size=world_size,
+        )  # fmt: skip
         return DataLoader(
             dataset,
             batch_sampler=sampler,

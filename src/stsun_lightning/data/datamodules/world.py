@@ -57,8 +57,10 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             every epoch from the seed, the epoch and the window's index.
         temperature: source-mixing temperature (1 = by size, larger = more uniform).
         num_workers: DataLoader worker processes.
-        predict_window: window side of whole-scene prediction (``stsun predict``).
-        predict_overlap: overlap of prediction windows, blended smoothly.
+        predict_window: window side of whole-scene prediction (``stsun predict``; default:
+            ``patch_size``, the context training saw).
+        predict_overlap: overlap of prediction windows, blended smoothly (default: a
+            quarter of the window).
         batch_format: ``"stsun"`` or ``"torchgeo"`` (see :class:`StsunDataModule`).
     """
 
@@ -75,8 +77,8 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         samples_per_scene: int = 256,
         temperature: float = 2.0,
         num_workers: int = 0,
-        predict_window: int = 128,
-        predict_overlap: int = 32,
+        predict_window: int | None = None,
+        predict_overlap: int | None = None,
         batch_format: BatchFormat = "stsun",
     ) -> None:
         super().__init__(
@@ -89,7 +91,13 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         self.source_infos = [
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
         ]
-        self.predict_window, self.predict_overlap = predict_window, predict_overlap
+        # Windows of the training patch's size by default: the context the network was
+        # trained with (larger windows scored up to 0.046 mIoU lower than validation,
+        # benchmarks/results/agreement.md).
+        self.predict_window = predict_window or patch_size
+        self.predict_overlap = (
+            predict_overlap if predict_overlap is not None else self.predict_window // 4
+        )
         self.predict_batch_size, self.predict_num_workers = batch_size, num_workers
         self._scenes: dict[tuple[str, str], list[Scene]] = {}
         self._statistics: dict[str, Statistics] = {}

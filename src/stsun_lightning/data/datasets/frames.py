@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stsun_lightning.errors import ConfigError
+from stsun_lightning.errors import ConfigError, RasterMismatchError
 
 __all__ = ["Frame", "FrameRule"]
 
@@ -129,9 +129,11 @@ class FrameRule:
                 members[name] = tuple(inside)
         return Frame(day, members)
 
-    def _no_overlap(self, label_days: Sequence[dt.date], days: Sequence[dt.date]) -> ConfigError:
+    def _no_overlap(
+        self, label_days: Sequence[dt.date], days: Sequence[dt.date]
+    ) -> RasterMismatchError:
         inputs = f"{days[0]}..{days[-1]}" if days else "undated (static files only)"
-        return ConfigError(
+        return RasterMismatchError(
             f"Inputs and labels do not intersect in time: labels are dated "
             f"{label_days[0]}..{label_days[-1]}, inputs {inputs} "
             f"(date_tolerance_days={self.tolerance_days})."

@@ -45,6 +45,7 @@ from stsun_lightning.data.io.files import (
 )
 from stsun_lightning.data.io.grid import Grid, RasterLayout, _GridOpener, read_on_grid
 from stsun_lightning.data.io.handles import Handles
+from stsun_lightning.errors import RasterMismatchError, unreadable_file_error
 
 __all__ = ["GeoTiffRasterDataset", "band_token", "files_of"]
 
@@ -116,12 +117,11 @@ class GeoTiffRasterDataset(RasterDataset):
             with rasterio.open(filepath) as src:
                 has_crs, count = src.crs is not None, src.count
         except rasterio.errors.RasterioIOError as error:
-            raise ValueError(
-                f"Input {self.input_name!r}: cannot open {filepath} as a raster (corrupt or "
-                f"truncated?): {error}"
+            raise unreadable_file_error(
+                filepath, error, input_name=self.input_name, action="open"
             ) from None
         if not has_crs:
-            raise ValueError(
+            raise RasterMismatchError(
                 f"Input {self.input_name!r}: {filepath} has no CRS; inputs and labels are "
                 "aligned by their coordinates, so every file needs one."
             )
@@ -132,8 +132,13 @@ class GeoTiffRasterDataset(RasterDataset):
         """The file's day from its name or tags; unbounded for a static file."""
         day = name_date(Path(filepath), self.date_pattern)
         if day is None:
-            with rasterio.open(filepath) as src:
-                day = tag_date(src.tags())
+            try:
+                with rasterio.open(filepath) as src:
+                    day = tag_date(src.tags())
+            except rasterio.errors.RasterioIOError as error:
+                raise unreadable_file_error(
+                    filepath, error, input_name=self.input_name, action="open"
+                ) from None
         if day is None:
             return pd.Timestamp.min, pd.Timestamp.max
         start = pd.Timestamp(day)
@@ -156,7 +161,7 @@ class GeoTiffRasterDataset(RasterDataset):
                 continue
             count = self._checked.get(path)
             if self.is_image and count is not None and count != len(self.file_bands):
-                raise ValueError(
+                raise RasterMismatchError(
                     f"Input {self.input_name!r}: {path} has {count} band(s), expected "
                     f"{len(self.file_bands)} ({', '.join(self.file_bands)}): list the bands "
                     "stored in each file, in order, under 'bands', or set "
@@ -169,7 +174,7 @@ class GeoTiffRasterDataset(RasterDataset):
             self.band_of = {p: b for p, b in self.band_of.items() if b is not None}
             self.day_of = {p: self.day_of[p] for p in self.band_of}
             if self.index.empty:
-                raise ValueError(
+                raise RasterMismatchError(
                     f"Input {self.input_name!r}: no file name holds a band name of "
                     f"{list(self.file_bands)} as a token (e.g. scene_20200101_B04.tif)."
                 )
@@ -264,7 +269,10 @@ class GeoTiffRasterDataset(RasterDataset):
         layout = self._layouts.get(path)
         if layout is None:
             layout = self._layouts[path] = RasterLayout.of(handle)
-        return read_on_grid(handle, layout, bounds, shape, out)
+        try:
+            return read_on_grid(handle, layout, bounds, shape, out)
+        except rasterio.errors.RasterioIOError as error:
+            raise unreadable_file_error(path, error, input_name=self.input_name) from None
 
     def _mosaic(
         self,

@@ -87,7 +87,7 @@ def window_batch(
         target: labels (long, -1 ignored) as (h', w') or (To, h', w'); values (float,
             NaN ignored) as (h', w'), (To, h', w') or (To, V, h', w'); or None.
         time_mask: (T,) bool real frames (default: all).
-        band_mask: (T, C) bool bands with data at each frame (default: all).
+        band_mask: (T, C) bool, band c observed at frame t (default: all).
 
     Returns:
         The batch, B = 1, To = 1 (T for "per_date").
@@ -110,9 +110,11 @@ def window_batch(
         wavelength_nm=torch.cat([m["wavelength_nm"] for m in metadata])[None],
         bandwidth_nm=torch.cat([m["bandwidth_nm"] for m in metadata])[None],
         modality=torch.cat([m["modality"] for m in metadata])[None],
-        band_mask=torch.ones(1, image.shape[1], dtype=torch.bool)
-        if band_mask is None
-        else torch.from_numpy(np.asarray(band_mask, dtype=bool).any(0))[None],
+        band_mask=(
+            torch.ones(1, *image.shape[:2], dtype=torch.bool)
+            if band_mask is None
+            else torch.from_numpy(np.asarray(band_mask, dtype=bool))[None]
+        ),
         gsd_m=torch.tensor([gsd_m], dtype=torch.float32),
         dates=torch.tensor([dates], dtype=torch.float32),
         time_mask=torch.from_numpy(real)[None],

@@ -11,7 +11,7 @@ from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset
 from stsun_lightning.data.datasets.items import class_target, label_lookup, value_target
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import LabelSpec
-from stsun_lightning.errors import ConfigError
+from stsun_lightning.errors import RasterMismatchError
 
 __all__ = ["LabelRaster"]
 
@@ -52,7 +52,7 @@ class LabelRaster:
             = ignore); To = 1, or T for ``per_date`` labels.
 
         Raises:
-            ConfigError: a class value that is neither declared nor ignored, naming the
+            RasterMismatchError: a class value that is neither declared nor ignored, naming the
                 value and the label file that holds it.
         """
         if self.spec.outputs == "per_date":
@@ -68,14 +68,14 @@ class LabelRaster:
             raise self._undeclared(undeclared, bounds)
         return target[:, 0]
 
-    def _undeclared(self, value: int, bounds: Bounds) -> ConfigError:
+    def _undeclared(self, value: int, bounds: Bounds) -> RasterMismatchError:
         """The error for ``value``, naming the file under ``bounds`` that holds it."""
         holder = "the label files"
         for path in self.dataset.files_under(bounds):
             if bool((self.dataset.read_file(path, bounds) == value).any()):
                 holder = path
                 break
-        return ConfigError(
+        return RasterMismatchError(
             f"Label value {value} in {holder} is not a declared class of source "
             f"{self.source.name!r} (declared values: {sorted(self.lut or {})}); declare it "
             "under labels.classes or add it to labels.ignore_values."

@@ -28,7 +28,7 @@ from stsun_lightning.data.datasets.series import RasterSeries
 from stsun_lightning.data.io.grid import Extent, Grid, grid_of
 from stsun_lightning.data.io.statistics import Statistics
 from stsun_lightning.data.spec import InputSpec
-from stsun_lightning.errors import ConfigError
+from stsun_lightning.errors import ConfigError, RasterMismatchError, unreadable_file_error
 
 __all__ = ["Scene", "build_series", "prediction_scenes", "scene_key"]
 
@@ -134,14 +134,12 @@ def _footprint(path: Path, name: str, crs: CRS | None) -> Bounds:
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
-                raise ConfigError(
+                raise RasterMismatchError(
                     f"Input {name!r}: {path} has no CRS; outputs could not be georeferenced."
                 )
             return tuple(src.bounds) if crs is None else transform_bounds(src.crs, crs, *src.bounds)
     except rasterio.errors.RasterioIOError as error:
-        raise ConfigError(
-            f"Input {name!r}: cannot open {path} as a raster (corrupt or truncated?): {error}"
-        ) from None
+        raise unreadable_file_error(path, error, input_name=name, action="open") from None
 
 
 def _meets(a: Bounds, b: Bounds) -> bool:
@@ -217,7 +215,7 @@ def prediction_scenes(
                 p for p in files[name] if _meets(footprint(p, name, grid.crs), extent.bounds)
             )
             if not meeting:
-                raise ConfigError(
+                raise RasterMismatchError(
                     f"Scene {key!r}: input {name!r} has no file that meets it (scene bounds "
                     f"{tuple(round(v, 3) for v in extent.bounds)} in {grid.crs}); check its paths."
                 )

@@ -16,6 +16,7 @@ from typing import Any
 import rasterio
 
 from stsun_lightning.data.sensors import Sensor, get_sensor, load_sensor_yaml
+from stsun_lightning.errors import ConfigError, MissingFileError
 
 __all__ = [
     "DEFAULT_DATE_PATTERN",
@@ -39,7 +40,7 @@ def find_raster_files(paths: str | list[str], input_name: str) -> list[Path]:
     """Files of one input from files, folders (their ``.tif`` files) or globs.
 
     Raises:
-        FileNotFoundError: a path matches no raster, naming the input and the path.
+        MissingFileError: a path matches no raster, naming the input and the path.
     """
     found: list[Path] = []
     for pattern in [paths] if isinstance(paths, str) else paths:
@@ -51,7 +52,7 @@ def find_raster_files(paths: str | list[str], input_name: str) -> list[Path]:
         else:
             matches = [path] if path.is_file() else []
         if not matches:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Input {input_name!r}: {pattern!r} matches no raster (expected a file, a folder "
                 "of .tif files or a glob such as 'scenes/*_B04.tif')."
             )
@@ -60,17 +61,22 @@ def find_raster_files(paths: str | list[str], input_name: str) -> list[Path]:
 
 
 def resolve_sensor(spec: str | dict[str, Any], input_name: str) -> Sensor:
-    """A sensor from a registry name, a YAML file (``*.yaml``) or an inline mapping."""
+    """A sensor from a registry name, a YAML file (``*.yaml``) or an inline mapping.
+
+    Raises:
+        UnknownNameError: an unknown sensor name, naming the input and the closest sensor.
+        ConfigError: an invalid sensor file or mapping, naming the sensor and the field.
+    """
     if isinstance(spec, dict):
         return Sensor.from_dict(spec)
     if str(spec).endswith((".yaml", ".yml")):
         sensor = load_sensor_yaml(spec, register=False)
         if isinstance(sensor, list):
-            raise ValueError(
+            raise ConfigError(
                 f"Input {input_name!r}: {spec} describes several sensors; expected one."
             )
         return sensor
-    return get_sensor(spec)
+    return get_sensor(spec, where=f"input {input_name!r}")
 
 
 def parse_date(text: str) -> date | None:
@@ -86,14 +92,14 @@ def name_date(path: Path, date_pattern: str) -> date | None:
     """The date in a file's name, found by ``date_pattern`` (a regex with a group ``date``).
 
     Raises:
-        ValueError: the pattern matches text that is not a date, naming the file.
+        ConfigError: the pattern matches text that is not a date, naming the file.
     """
     match = re.search(date_pattern, Path(path).stem)
     if not match or match.groupdict().get("date") is None:
         return None
     parsed = parse_date(match.group("date"))
     if parsed is None:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: {match.group('date')!r} (matched by date_pattern) is not a date "
             "(expected YYYYMMDD or YYYY-MM-DD)."
         )

@@ -18,7 +18,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from stsun_lightning.data.io.files import gsd_metres
-from stsun_lightning.errors import ConfigError
+from stsun_lightning.errors import ConfigError, RasterMismatchError, unreadable_file_error
 
 __all__ = ["Extent", "Grid", "RasterLayout", "grid_of", "has_mask", "read_on_grid"]
 
@@ -76,7 +76,7 @@ class _GridOpener:
         try:
             src = rasterio.open(path)
         except rasterio.errors.RasterioIOError as error:
-            raise OSError(f"Cannot open raster {path}: {error}") from None
+            raise unreadable_file_error(path, error, action="open") from None
         if self.grid.holds(src.crs, src.transform) and self.nodata is None:
             return src
         left, bottom, right, top = self.grid.snap(
@@ -185,17 +185,19 @@ def grid_of(path: Path, crs: str | None = None, res: float | None = None) -> Gri
         path: the reference raster (the labels, else the first input).
         crs: a CRS to use instead (any rasterio CRS string, e.g. ``"EPSG:32632"``).
         res: a pixel size (CRS units) to use instead.
+
+    Raises:
+        InputFileError: the file cannot be opened as a raster.
+        RasterMismatchError: the file has no CRS.
     """
     try:
         with rasterio.open(path) as src:
             src_crs, transform, bounds = src.crs, src.transform, src.bounds
             longest = max(src.width, src.height)
     except rasterio.errors.RasterioIOError as error:
-        raise ConfigError(
-            f"Cannot open {path} as a raster (corrupt or truncated?): {error}"
-        ) from None
+        raise unreadable_file_error(path, error, action="open") from None
     if src_crs is None:
-        raise ConfigError(f"{path} has no CRS; the grid cannot be defined from it.")
+        raise RasterMismatchError(f"{path} has no CRS; the grid cannot be defined from it.")
     if res is not None and not res > 0:
         raise ConfigError(f"res must be a positive pixel size in CRS units, got {res}.")
     try:

@@ -10,6 +10,8 @@ from typing import Any
 import rasterio
 import rasterio.errors
 
+from stsun_lightning.errors import unreadable_file_error
+
 __all__ = ["Handles"]
 
 
@@ -50,7 +52,7 @@ class Handles:
                 try:
                     self.open[path] = rasterio.open(path)
                 except rasterio.errors.RasterioIOError as error:
-                    raise OSError(f"Cannot open raster {path}: {error}") from None
+                    raise unreadable_file_error(path, error, action="open") from None
         return self.open[path]
 
     def __getstate__(self) -> dict:

@@ -46,7 +46,7 @@ def spatial_blocks(
         ``{"train": [...], "val": [...], "test": [...]}`` block polygons.
 
     Raises:
-        ValueError: too few blocks for the requested splits, naming the sizes.
+        ConfigError: too few blocks for the requested splits, naming the sizes.
     """
     (rx, ry), side_x, side_y = grid.res, block_size * grid.res[0], block_size * grid.res[1]
     left, bottom, right, top = grid.snap(region.bounds)

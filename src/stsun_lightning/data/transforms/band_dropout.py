@@ -29,16 +29,17 @@ def drop_random_bands(
 
     Each item is chosen with ``probability``; a chosen item keeps ``k`` of its ``n``
     real bands, ``k`` uniform in ``[min(min_bands, n), n]`` and the kept bands uniform
-    among the real ones. Pixel values are left alone: only ``band_mask`` changes.
+    among the real ones (bands observed at any frame). A hidden band is hidden at
+    every frame. Pixel values are left alone: only ``band_mask`` changes.
 
     Args:
-        batch: the batch; ``band_mask`` (B, C).
+        batch: the batch; ``band_mask`` (B, T, C).
         probability: share of items whose bands are thinned, in [0, 1].
         min_bands: the fewest bands an item keeps (at least 1).
         generator: random source (default: torch's global one, which checkpoints save).
 
     Returns:
-        The batch with ``band_mask`` (B, C) a subset of the original; the same batch
+        The batch with ``band_mask`` (B, T, C) a subset of the original; the same batch
         when ``probability`` is 0.
 
     Raises:
@@ -50,7 +51,7 @@ def drop_random_bands(
         raise ValueError(f"band dropout min_bands must be at least 1, got {min_bands}.")
     if probability == 0.0:
         return batch
-    real = batch.band_mask
+    real = batch.band_mask.any(1)  # (B, C): bands observed at some frame
     b, c = real.shape
     # Drawn where the generator lives (the batch's device by default), moved if needed.
     where = generator.device if generator is not None else real.device
@@ -66,4 +67,5 @@ def drop_random_bands(
     scores = uniform(b, c)
     scores = scores.masked_fill(~real, 2.0)  # padded bands rank last
     rank = scores.argsort(1).argsort(1)  # (B, C): 0 = first kept
-    return dataclasses.replace(batch, band_mask=real & (rank < keep[:, None]))
+    kept = real & (rank < keep[:, None])  # (B, C)
+    return dataclasses.replace(batch, band_mask=batch.band_mask & kept[:, None, :])

@@ -132,7 +132,7 @@ def make_batch(
         wavelength_nm=spec.wavelength_nm[None],
         bandwidth_nm=spec.bandwidth_nm[None],
         modality=spec.modality[None],
-        band_mask=torch.ones(1, image.shape[1], dtype=torch.bool),
+        band_mask=torch.ones(1, *image.shape[:2], dtype=torch.bool),
         gsd_m=torch.tensor([spec.gsd_m], dtype=torch.float32),
         dates=dates[None],
         time_mask=time_mask[None],
