@@ -56,6 +56,7 @@ class Benchmark:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("model_speed", "model_speed.py", "model_speed"),
     Benchmark("loader_speed", "loader_speed.py", "loader_speed"),
+    Benchmark("crop_sampling", "crop_sampling.py", "crop_sampling"),
     Benchmark("predict_memory", "predict_memory.py", "predict_memory"),
     Benchmark("agreement", "agreement.py", "agreement"),
     Benchmark("predict_writer", "predict_writer.py", "predict_writer"),
