@@ -331,12 +331,4 @@ def mask_bands(batch: Batch, removed: Sequence[int]) -> Batch:
 def drop_bands(batch: Batch, removed: Sequence[int]) -> Batch:
     """The batch without the bands at positions ``removed`` (C shrinks)."""
     gone = set(removed)
-    keep = torch.tensor([i for i in range(batch.image.shape[2]) if i not in gone])
-    return dataclasses.replace(
-        batch,
-        image=batch.image[:, :, keep],
-        wavelength_nm=batch.wavelength_nm[:, keep],
-        bandwidth_nm=batch.bandwidth_nm[:, keep],
-        modality=batch.modality[:, keep],
-        band_mask=batch.band_mask[..., keep],
-    )
+    return batch.select_bands([i for i in range(batch.image.shape[2]) if i not in gone])

@@ -59,7 +59,7 @@ from torchgeo.samplers import RandomPatchSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loader_speed import BANDS, BATCH, write_files
+from loader_speed import BATCH, series_datamodule, write_files
 from stsun_lightning.data import GeoTiffDataModule
 from stsun_lightning.data.datasets.patches import ScenePatchDataset
 from stsun_lightning.data.io.grid import Grid
@@ -178,22 +178,7 @@ def training_sets(
     folder: Path, patch: int, count: int, workers: int
 ) -> tuple[GeoTiffDataModule, ScenePatchDataset, ScenePatchDataset]:
     """Our training datamodule, its dataset of crops per epoch, and one of crops drawn once."""
-    module = GeoTiffDataModule(
-        inputs={"s2": {"sensor": "sentinel2_l1c", "paths": str(folder / "s2_*.tif")}},
-        labels={
-            "paths": str(folder / "labels.tif"),
-            "task": "semantic_segmentation",
-            "classes": {1: "water", 2: "tree_cover", 3: "built_up"},
-        },
-        patch_size=patch,
-        batch_size=BATCH,
-        split={"val": 0, "test": 0, "block_size": max(patch, 512)},
-        train_samples=count,
-        statistics={"s2": {"mean": [2000.0] * len(BANDS), "std": [1000.0] * len(BANDS)}},
-        augment=True,
-        num_workers=workers,
-    )
-    module.setup("fit")
+    module = series_datamodule(folder, patch, count, workers, augment=True)
     (drawn,) = module.datasets("train")
     crops = drawn.patches
     assert isinstance(crops, RandomCrops) and isinstance(drawn, ScenePatchDataset)

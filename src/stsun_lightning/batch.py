@@ -165,6 +165,18 @@ class Batch:
             if isinstance(getattr(self, f.name), Tensor)
         }
 
+    def select_bands(self, keep: Sequence[int]) -> Batch:
+        """The batch with only the bands at positions ``keep``, in that order (C = len(keep))."""
+        index = torch.as_tensor(list(keep), dtype=torch.long, device=self.image.device)
+        return dataclasses.replace(
+            self,
+            image=self.image.index_select(2, index),
+            wavelength_nm=self.wavelength_nm.index_select(1, index),
+            bandwidth_nm=self.bandwidth_nm.index_select(1, index),
+            modality=self.modality.index_select(1, index),
+            band_mask=self.band_mask.index_select(-1, index),
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on ``device`` (Lightning calls this for us)."""
         moved = {k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors().items()}

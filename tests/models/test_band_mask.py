@@ -34,15 +34,7 @@ def _logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def _remove_band(batch: Batch, band: int) -> Batch:
-    keep = [i for i in range(batch.image.shape[2]) if i != band]
-    return dataclasses.replace(
-        batch,
-        image=batch.image[:, :, keep],
-        wavelength_nm=batch.wavelength_nm[:, keep],
-        bandwidth_nm=batch.bandwidth_nm[:, keep],
-        modality=batch.modality[:, keep],
-        band_mask=batch.band_mask[..., keep],
-    )
+    return batch.select_bands([i for i in range(batch.image.shape[2]) if i != band])
 
 
 def _set(batch: Batch, frame: int, band: int, value: float, observed: bool) -> Batch:

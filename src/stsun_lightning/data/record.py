@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from stsun_lightning.data.datasets.frames import FrameRule
@@ -222,7 +223,8 @@ class DataRecordMixin:
     :meth:`source_records` and read :attr:`checkpoint_sources` when they normalise.
     """
 
-    checkpoint_sources: dict[str, SourceRecord]
+    # Nothing loaded until ``load_data_record``; never mutated, only replaced.
+    checkpoint_sources: Mapping[str, SourceRecord] = MappingProxyType({})
 
     def source_records(self) -> dict[str, SourceRecord]:
         """Per source, how it was read (statistics, frame rule); empty if nothing to record."""

@@ -108,7 +108,6 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
         self.seed = seed
         self.batch_format = batch_format
         self._vocabularies: dict[str, list[str]] | None = None
-        self.checkpoint_sources = {}
 
     @property
     def vocabularies(self) -> dict[str, list[str]]:

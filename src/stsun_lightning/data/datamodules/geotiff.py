@@ -314,7 +314,7 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
 
     def _apply_checkpoint_statistics(self) -> None:
         """A loaded checkpoint's statistics win over computed ones (unless typed in)."""
-        record = getattr(self, "checkpoint_sources", {}).get(self.source.name)
+        record = self.checkpoint_sources.get(self.source.name)
         if record is None or isinstance(self.hparams.statistics, dict) or self.scene is None:
             return
         self.statistics = record.statistics_for(self.input_specs, self.source.name)
@@ -344,7 +344,7 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
                 self.hparams.statistics or "checkpoint",
                 self.input_specs,
                 scenes,
-                getattr(self, "checkpoint_sources", {}),
+                self.checkpoint_sources,
                 own=[self.source.name],
                 wanted=self.hparams.statistics_source,
             )

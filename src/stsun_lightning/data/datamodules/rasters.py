@@ -108,7 +108,6 @@ class RasterPredictionDataModule(ScenePredictionMixin, DataRecordMixin, Lightnin
         self.vocabularies = build_vocabularies([self.source])
         self.predict_window, self.predict_overlap = window, overlap
         self.predict_batch_size, self.predict_num_workers = batch_size, num_workers
-        self.checkpoint_sources = {}
         self._jobs: list[PredictionJob] | None = None
 
     @property

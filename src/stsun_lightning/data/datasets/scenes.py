@@ -129,15 +129,15 @@ def scene_key(path: Path, spec: InputSpec, scene_pattern: str | None = None) -> 
     return key or path.parent.name
 
 
-def _footprint(path: Path, name: str, crs: CRS | None) -> Bounds:
-    """``(left, bottom, right, top)`` of a raster in ``crs`` (None: its own CRS)."""
+def _footprint(path: Path, name: str, crs: CRS) -> Bounds:
+    """``(left, bottom, right, top)`` of a raster in ``crs``."""
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise RasterMismatchError(
                     f"Input {name!r}: {path} has no CRS; outputs could not be georeferenced."
                 )
-            return tuple(src.bounds) if crs is None else transform_bounds(src.crs, crs, *src.bounds)
+            return transform_bounds(src.crs, crs, *src.bounds)
     except rasterio.errors.RasterioIOError as error:
         raise unreadable_file_error(path, error, input_name=name, action="open") from None
 
@@ -186,10 +186,8 @@ def prediction_scenes(
         groups.setdefault(scene_key(path, reference, scene_pattern), []).append(path)
     scenes = []
     for key in sorted(groups):
-        native = footprint(groups[key][0], first, None)  # names the input if unreadable
-        grid = grid_of(groups[key][0], crs, res)
-        footprints = [native if i == 0 and crs is None else footprint(p, first, grid.crs)
-                      for i, p in enumerate(groups[key])]  # fmt: skip
+        grid = grid_of(groups[key][0], crs, res, input_name=first)
+        footprints = [footprint(p, first, grid.crs) for p in groups[key]]
         bounds = (
             min(f[0] for f in footprints),
             min(f[1] for f in footprints),

@@ -178,13 +178,16 @@ def has_mask(handle: rasterio.io.DatasetReader | WarpedVRT) -> bool:
     return any(MaskFlags.all_valid not in flags for flags in handle.mask_flag_enums)
 
 
-def grid_of(path: Path, crs: str | None = None, res: float | None = None) -> Grid:
+def grid_of(
+    path: Path, crs: str | None = None, res: float | None = None, input_name: str = ""
+) -> Grid:
     """The grid of a raster file, optionally in another CRS or resolution.
 
     Args:
         path: the reference raster (the labels, else the first input).
         crs: a CRS to use instead (any rasterio CRS string, e.g. ``"EPSG:32632"``).
         res: a pixel size (CRS units) to use instead.
+        input_name: the config input the file belongs to (named in errors).
 
     Raises:
         InputFileError: the file cannot be opened as a raster.
@@ -195,9 +198,10 @@ def grid_of(path: Path, crs: str | None = None, res: float | None = None) -> Gri
             src_crs, transform, bounds = src.crs, src.transform, src.bounds
             longest = max(src.width, src.height)
     except rasterio.errors.RasterioIOError as error:
-        raise unreadable_file_error(path, error, action="open") from None
+        raise unreadable_file_error(path, error, input_name=input_name, action="open") from None
     if src_crs is None:
-        raise RasterMismatchError(f"{path} has no CRS; the grid cannot be defined from it.")
+        where = f"Input {input_name!r}: " if input_name else ""
+        raise RasterMismatchError(f"{where}{path} has no CRS; the grid cannot be defined from it.")
     if res is not None and not res > 0:
         raise ConfigError(f"res must be a positive pixel size in CRS units, got {res}.")
     try:
