@@ -59,7 +59,7 @@ class Georeference:
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in its CRS."""
         rows, cols = self.shape
-        xs, ys = zip(*(self.transform * (c, r) for c in (0, cols) for r in (0, rows)), strict=True)
+        xs, ys = zip(*(self.transform @ (c, r) for c in (0, cols) for r in (0, rows)), strict=True)
         return min(xs), min(ys), max(xs), max(ys)
 
 
