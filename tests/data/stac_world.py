@@ -40,7 +40,7 @@ _FAR_ORIGIN = (ORIGIN[0] + 20_000.0, ORIGIN[1])
 def _as_cog(path: Path) -> None:
     """Rewrite a GeoTIFF in place as a Cloud-Optimized GeoTIFF."""
     cog = path.with_suffix(".cog.tif")
-    rasterio.shutil.copy(path, cog, driver="COG", blocksize=16)
+    rasterio.shutil.copy(path, cog, driver="COG")
     cog.replace(path)
 
 
@@ -134,6 +134,7 @@ def write_stac_world(root: Path) -> dict[str, Path]:
     catalog = pystac.Catalog("stac-world", "The two-area world as a STAC catalog.")
     catalog.add_children([_collection("sentinel-2", s2_items), _collection("sentinel-1", s1_items)])
     catalog.normalize_hrefs(str(root / "stac"))
+    catalog.make_all_asset_hrefs_relative()
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     stac = root / "stac"
     return {

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy.testing
 import pystac
 import pytest
 import torch
@@ -235,3 +239,48 @@ def test_remote_hrefs_open_through_gdal_virtual_file_systems():
     assert gdal_path("s3://bucket/key/B04.tif") == "/vsis3/bucket/key/B04.tif"
     assert gdal_path("file:///data/B04%20a.tif") == "/data/B04 a.tif"
     assert gdal_path("/data/B04.tif") == "/data/B04.tif"
+
+
+@pytest.fixture(scope="module")
+def served(world):
+    """The world's folder served over HTTP on localhost (no network needed).
+
+    In another process: GDAL holds the GIL while it opens a file, so a server thread of
+    this process could never answer it.
+    """
+    root = world["catalog"].parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+         "--directory", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        port = re.search(r"port (\d+)", server.stdout.readline())
+        assert port, "the HTTP server did not start"
+        yield f"http://127.0.0.1:{port.group(1)}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_catalog_over_http_reads_its_assets_through_vsicurl(world, served):
+    spec = {"sensor": "sentinel1", "bands": ["VV", "VH"]}
+    local = input_files(InputSpec.parse("s1", {**spec, "stac": str(world["sentinel-1"])}))
+    url = f"{served}/stac/sentinel-1/collection.json"
+    remote = input_files(InputSpec.parse("s1", {**spec, "stac": url}))
+    assert [f.path for f in remote] == [
+        f"/vsicurl/{served}/rasters/s1/{Path(f.path).name}" for f in local
+    ]
+    inputs = {name: {**spec, "stac": href} for name, href in (("s1", url),)}
+    local_inputs = {"s1": {**spec, "stac": str(world["sentinel-1"])}}
+    jobs = [
+        RasterPredictionDataModule(i, categories=["water"], statistics="rasters").prediction_jobs()
+        for i in (inputs, local_inputs)
+    ]
+    (over_http,), (on_disk,) = jobs
+    assert over_http.profile() == on_disk.profile()
+    bounds = over_http.scene.extent.bounds
+    numpy.testing.assert_array_equal(
+        over_http.scene.series.read(bounds).image, on_disk.scene.series.read(bounds).image
+    )
