@@ -18,11 +18,14 @@ from typing import Any
 import numpy.testing
 import pystac
 import pytest
+import rasterio
 import torch
+import yaml
 from stac_world import FAR_DAY, S2_ASSETS, write_stac_world
 from two_areas import CLASSES, input_specs
 
 from stsun_lightning.batch import Batch
+from stsun_lightning.cli import build_cli
 from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
 from stsun_lightning.data.datamodules.rasters import RasterPredictionDataModule
 from stsun_lightning.data.datasets.geotiff import input_files
@@ -284,3 +287,45 @@ def test_a_catalog_over_http_reads_its_assets_through_vsicurl(world, served):
     numpy.testing.assert_array_equal(
         over_http.scene.series.read(bounds).image, on_disk.scene.series.read(bounds).image
     )
+
+
+def _cli_config(inputs: dict[str, dict[str, Any]], world, root: Path) -> Path:
+    """A ``stsun`` config training on area A with ``inputs``."""
+    init_args = {
+        "inputs": inputs,
+        "labels": {"paths": str(world["labels_a"]), "task": "semantic_segmentation", "classes": CLASSES},
+        "patch_size": 16, "batch_size": 4, "date_tolerance_days": 3, "augment": False,
+        "split": {"block_size": 16, "val": 0.25, "test": 0.0},
+        "statistics_cache": str(root / "cache"), "predict_window": 16, "predict_overlap": 4,
+    }  # fmt: skip
+    config = {
+        "model": {"model": "stsun_tiny"},
+        "data": {"class_path": "stsun_lightning.data.GeoTiffDataModule", "init_args": init_args},
+        "trainer": {
+            "default_root_dir": str(root / "run"), "max_steps": 2, "limit_val_batches": 1,
+            "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+        },
+    }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_stsun_fits_through_stac_and_predicts_the_map_the_file_paths_predict(world, tmp_path):
+    configs = {
+        "stac": _cli_config(stac_inputs(world), world, tmp_path / "stac"),
+        "paths": _cli_config(path_inputs(world), world, tmp_path / "paths"),
+    }
+    build_cli(["fit", "--config", str(configs["stac"])])
+    checkpoint = next((tmp_path / "stac" / "run").rglob("*.ckpt"))
+    for config in configs.values():
+        build_cli(["predict", "--config", str(config), f"--ckpt_path={checkpoint}"])
+    (through_stac,) = (tmp_path / "stac" / "run" / "predictions").glob("*.tif")
+    (through_paths,) = (tmp_path / "paths" / "run" / "predictions").glob("*.tif")
+    assert through_stac.name == "MGRS-32TMT.tif" and through_paths.name == "S2.tif"
+    with rasterio.open(through_stac) as a, rasterio.open(through_paths) as b:
+        assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
+        numpy.testing.assert_array_equal(a.read(), b.read())
+        assert len(numpy.unique(a.read(1))) > 1
