@@ -32,7 +32,12 @@ from stsun_lightning.data.datasets.geotiff import input_files
 from stsun_lightning.data.datasets.windows import SceneWindowDataset
 from stsun_lightning.data.io.stac import gdal_path
 from stsun_lightning.data.spec import InputSpec
-from stsun_lightning.errors import ConfigError, MissingFileError, UnknownNameError
+from stsun_lightning.errors import (
+    ConfigError,
+    MissingFileError,
+    RasterMismatchError,
+    UnknownNameError,
+)
 
 AREA = [8.95, 45.1, 9.02, 45.2]  # lon/lat around both areas, far from the far item
 
@@ -329,3 +334,35 @@ def test_stsun_fits_through_stac_and_predicts_the_map_the_file_paths_predict(wor
         assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
         numpy.testing.assert_array_equal(a.read(), b.read())
         assert len(numpy.unique(a.read(1))) > 1
+
+
+def test_a_band_in_two_assets_and_an_asset_of_other_bands_than_listed_are_errors(world):
+    s2_item = next(pystac.Collection.from_file(str(world["sentinel-2"])).get_items())
+    item = json.loads(Path(s2_item.self_href).read_text())
+    item["assets"]["blue-jp2"] = item["assets"]["blue"]  # Earth Search's COG and JP2 of B02
+    twice = Path(s2_item.self_href).with_name("twice.json")  # beside it: its hrefs are relative
+    twice.write_text(json.dumps(item))
+    s2 = {"sensor": "sentinel2_l2a", "stac": str(twice)}
+    with pytest.raises(ConfigError, match=r"STAC item 'S2_20210601' has band 'B02' in assets "
+                       r"'blue' and 'blue-jp2'; name the one to read under 'assets'"):  # fmt: skip
+        input_files(InputSpec.parse("s2", s2))
+    s1 = {"sensor": "sentinel1", "stac": str(world["sentinel-1"]), "assets": {"vv_vh": "VV"}}
+    predicting = RasterPredictionDataModule({"s1": s1}, categories=["water"], statistics="rasters")
+    with pytest.raises(RasterMismatchError, match=r"S1A_IW_20210603\.tif \(STAC item "
+                       r"'S1A_IW_20210603', asset 'vv_vh'\) has 2 band\(s\), but the catalog "
+                       r"gives it 1"):  # fmt: skip
+        predicting.prediction_jobs()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("datetime", "2021-13-01/..", r"datetime '2021-13-01/\.\.': '2021-13-01' is not a date"),
+        ("datetime", "2021-06-01/2021-01-01", r"datetime '2021-06-01/2021-01-01' ends before"),
+        ("bbox", [9.0, 45.0, 8.0, 46.0], r"bbox must be \[min lon, min lat, max lon, max lat\]"),
+        ("assets", ["B02"], r"assets must map asset keys to bands"),
+    ],
+)
+def test_malformed_stac_options_name_the_input_and_the_expected_form(world, key, value, message):
+    with pytest.raises(ConfigError, match=rf"Input 's2': {message}"):
+        InputSpec.parse("s2", stac_inputs(world, **{key: value})["s2"])
