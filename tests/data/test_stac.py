@@ -202,7 +202,7 @@ def test_bands_from_eo_bands_match_by_wavelength_and_multi_band_assets_by_name(w
     assert [f.bands for f in input_files(InputSpec.parse("s1", only_vh))] == [(None, "VH")] * 2
 
 
-def test_an_item_collection_and_a_single_item_resolve_as_the_catalog(world, tmp_path):
+def test_an_item_collection_and_a_single_item_resolve_as_the_catalog(world, tmp_path, monkeypatch):
     catalog = pystac.Catalog.from_file(str(world["catalog"]))
     items = list(catalog.get_items(recursive=True))
     s1_items = [item for item in items if item.id.startswith("S1A")]
@@ -216,6 +216,9 @@ def test_an_item_collection_and_a_single_item_resolve_as_the_catalog(world, tmp_
     ]
     one = input_files(InputSpec.parse("s1", {**spec, "stac": s1_items[0].self_href}))
     assert one == from_catalog[:1]
+    monkeypatch.chdir(tmp_path)  # a relative stac path is relative to where stsun runs
+    relative = input_files(InputSpec.parse("s1", {**spec, "stac": "items.json"}))
+    assert relative == from_items
 
 
 def test_stac_errors_name_the_item_the_asset_and_the_href(world, tmp_path):

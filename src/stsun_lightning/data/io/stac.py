@@ -197,7 +197,10 @@ def stac_files(
             a band in two assets of one item, or no item or asset the filters keep.
     """
     where = f"Input {input_name!r}"
-    items = list(_read_items(query.href, where))
+    href = query.href
+    if not urlparse(href).scheme and not href.startswith("/vsi"):
+        href = os.path.abspath(os.path.expanduser(href))  # links resolve against it
+    items = list(_read_items(href, where))
     kept = [item for item in items if _keeps(query, item)]
     if not kept:
         raise ConfigError(
@@ -235,9 +238,7 @@ def _read_items(href: str, where: str) -> Iterator[pystac.Item]:
             )
             yield _item(feature, _absolute(self_link, href) if self_link else href, where)
     elif kind in ("Catalog", "Collection"):
-        catalog = pystac.Catalog.from_dict(data, href=href) if kind == "Catalog" else None
-        catalog = catalog or pystac.Collection.from_dict(data, href=href)
-        yield from _catalog_items(catalog, where)
+        yield from _catalog_items(_catalog(data, href), where)
     else:
         raise InputFileError(
             f"{where}: {href} is not a STAC Item, ItemCollection or Catalog (its 'type' is "
@@ -256,13 +257,13 @@ def _catalog_items(catalog: pystac.Catalog, where: str) -> Iterator[pystac.Item]
         href = link.get_absolute_href()
         if href is None:
             continue
-        data = _read_json(href, where)
-        child = (
-            pystac.Collection.from_dict(data, href=href)
-            if data.get("type") == "Collection"
-            else pystac.Catalog.from_dict(data, href=href)
-        )
-        yield from _catalog_items(child, where)
+        yield from _catalog_items(_catalog(_read_json(href, where), href), where)
+
+
+def _catalog(data: dict[str, Any], href: str) -> pystac.Catalog:
+    """A Catalog or Collection from its JSON, its links resolved against ``href``."""
+    kind = pystac.Collection if data.get("type") == "Collection" else pystac.Catalog
+    return kind.from_dict(data, href=href)
 
 
 def _item(data: dict[str, Any], href: str, where: str) -> pystac.Item:
