@@ -30,6 +30,7 @@ from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
 from stsun_lightning.data.datamodules.rasters import RasterPredictionDataModule
 from stsun_lightning.data.datasets.geotiff import input_files
 from stsun_lightning.data.datasets.windows import SceneWindowDataset
+from stsun_lightning.data.io.grid import grid_of
 from stsun_lightning.data.io.stac import gdal_path
 from stsun_lightning.data.spec import InputSpec
 from stsun_lightning.errors import (
@@ -211,9 +212,7 @@ def test_an_item_collection_and_a_single_item_resolve_as_the_catalog(world, tmp_
     spec = {"sensor": "sentinel1", "bands": ["VV", "VH"]}
     from_catalog = input_files(InputSpec.parse("s1", {**spec, "stac": str(world["catalog"])}))
     from_items = input_files(InputSpec.parse("s1", {**spec, "stac": str(tmp_path / "items.json")}))
-    assert [dataclasses.replace(f, scene="") for f in from_items] == [
-        dataclasses.replace(f, scene="") for f in from_catalog
-    ]
+    assert from_items == from_catalog
     one = input_files(InputSpec.parse("s1", {**spec, "stac": s1_items[0].self_href}))
     assert one == from_catalog[:1]
     monkeypatch.chdir(tmp_path)  # a relative stac path is relative to where stsun runs
@@ -369,3 +368,13 @@ def test_a_band_in_two_assets_and_an_asset_of_other_bands_than_listed_are_errors
 def test_malformed_stac_options_name_the_input_and_the_expected_form(world, key, value, message):
     with pytest.raises(ConfigError, match=rf"Input 's2': {message}"):
         InputSpec.parse("s2", stac_inputs(world, **{key: value})["s2"])
+
+
+def test_the_grid_of_a_file_whose_item_states_proj_is_read_from_the_catalog(world):
+    (first, *_) = input_files(InputSpec.parse("s2", stac_inputs(world)["s2"]))
+    assert first.georef is not None
+    with rasterio.open(first.path) as src:
+        assert (first.georef.crs, first.georef.transform) == (src.crs, src.transform)
+        assert first.georef.shape == src.shape and first.georef.bounds == tuple(src.bounds)
+    unopened = dataclasses.replace(first, path="/nowhere/B02.tif")  # never opened
+    assert grid_of(unopened) == grid_of(Path(first.path))
