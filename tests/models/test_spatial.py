@@ -175,8 +175,9 @@ def test_a_position_offset_shifts_the_code_as_moving_the_grid_does():
 
 def test_position_jitter_acts_in_training_only():
     batch = make_batch(b=2, t=1, c=3, h=32, w=32)
-    model = _model(position_jitter_m=5_000.0)
-    plain = _model()
+    model = _model()  # jitter on by default
+    assert model.position_jitter_m == 5_000.0
+    plain = _model(position_jitter_m=0.0)
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(_logits(model, batch), _logits(plain, batch))  # eval: no offset
     model.train()

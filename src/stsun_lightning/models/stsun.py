@@ -65,7 +65,9 @@ class Stsun(nn.Module):
             pass instead of keeping them (:meth:`set_activation_checkpointing`).
         position_jitter_m: in training, every item's positions are shifted by a random
             offset up to this many metres per axis, so a window larger than the training
-            patches brings no position code training never saw; 0 = off.
+            patches brings no position code training never saw; 0 = off. With 5 km,
+            maps predicted in windows twice the training patch agree with validation
+            within 0.007 mIoU, against up to 0.041 without (``benchmarks/agreement.py``).
     """
 
     def __init__(
@@ -86,7 +88,7 @@ class Stsun(nn.Module):
         categories: Sequence[str] = (),
         variables: Sequence[str] = (),
         activation_checkpointing: bool = False,
-        position_jitter_m: float = 0.0,
+        position_jitter_m: float = 5_000.0,
     ) -> None:
         super().__init__()
         if position_jitter_m < 0:
