@@ -237,3 +237,14 @@ def test_world_with_surfaces_serves_a_world_without(tmp_path):
     again = SpectralWorld(tmp_path, scene_size=16, scenes_per_source=1, sources=["s2_clouds"],
                           surfaces=True)  # fmt: skip
     assert not again.is_complete()
+
+
+def test_band_matrix_of_many_bands_is_each_band_alone_bit_for_bit():
+    from stsun_lightning.data.datasets.world.spectra import MATERIALS, band_matrix
+
+    spectra = tuple(MATERIALS.values())
+    bands = get_sensor("landsat8_oli_tirs").bands + get_sensor("sentinel2_l1c").bands
+    for toa in (False, True):
+        together = band_matrix(spectra, bands, toa)
+        alone = np.array([[band_matrix((s,), (b,), toa)[0, 0] for b in bands] for s in spectra])
+        assert np.array_equal(together, alone)

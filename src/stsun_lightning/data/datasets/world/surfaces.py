@@ -72,7 +72,7 @@ def resample_area(array: np.ndarray, size: int) -> np.ndarray:
     if h == size and w == size:
         return array
     rows, cols = area_matrix(h, size), area_matrix(w, size)
-    out = np.einsum("ij,...jk,lk->...il", rows, array.astype(np.float64), cols)
+    out = rows @ array.astype(np.float64) @ cols.T  # (size, h) @ (..., h, w) @ (w, size)
     return out.astype(np.float32)
 
 
