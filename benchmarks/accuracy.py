@@ -2,16 +2,19 @@
 
 Run from the repository root::
 
-    python benchmarks/accuracy.py            # full (about 45 min on 2 cores)
+    python benchmarks/accuracy.py            # full (about an hour on 2 cores)
     python benchmarks/accuracy.py --quick    # CI (a few minutes; numbers only show it runs)
     python benchmarks/accuracy.py --only unseen_sensor new_classes
+    python benchmarks/accuracy.py --seed 1 --name accuracy_seed1   # one seed of several;
+    python benchmarks/accuracy_report.py --merge benchmarks/results/accuracy_seed?.json
 
 Five experiments, all with ``stsun_tiny`` trained from scratch by plain PyTorch loops
 (:mod:`accuracy_train`), every random draw seeded from ``--seed``:
 
 1. ``unseen_sensor``: trained on Sentinel-2 land cover at 10 m; tested on the same kind
-   of landscapes seen through Landsat-8's bands (B1-B7, B10; never seen) and through
-   Sentinel-2 with bands removed. mIoU relative to the in-sensor mIoU (goal >= 0.9),
+   of landscapes seen through Landsat-8's bands (B1-B7, and with B10-B11; never seen)
+   and through Sentinel-2 with bands removed. A variant is trained with virtual sensors
+   (:mod:`accuracy_virtual`; ``--no-virtual-sensors`` skips it). mIoU relative to the in-sensor mIoU (goal >= 0.9),
    against the same network with band-index embeddings
    (``create_model(..., band_encoding="index")``). The index network gets removed bands
    masked in place (its most favourable reading); ours gets them dropped.
