@@ -139,10 +139,26 @@ class Config:
     world_batch: int
     joint_steps: int
     virtual_sensors: bool = True
+    virtual_probability: float = VIRTUAL_SENSORS.probability
+    virtual_gsd_factor: float = VIRTUAL_SENSORS.gsd_factor[1]
+
+    @property
+    def virtual(self) -> VirtualSensors:
+        """Experiment 1's virtual sensors with this run's probability and GSD range."""
+        return dataclasses.replace(
+            VIRTUAL_SENSORS,
+            probability=self.virtual_probability,
+            gsd_factor=(1.0, self.virtual_gsd_factor),
+        )
 
 
 def make_config(
-    quick: bool, seed: int, steps: int | None = None, virtual_sensors: bool = True
+    quick: bool,
+    seed: int,
+    steps: int | None = None,
+    virtual_sensors: bool = True,
+    virtual_probability: float = VIRTUAL_SENSORS.probability,
+    virtual_gsd_factor: float = VIRTUAL_SENSORS.gsd_factor[1],
 ) -> Config:
     """The configuration of the quick (CI) or full mode.
 
@@ -151,6 +167,8 @@ def make_config(
         seed: seed of every draw.
         steps: training steps of experiments 1, 3 and 4 instead of the mode's.
         virtual_sensors: train experiment 1's virtual-sensor variant.
+        virtual_probability: share of its windows seen through a virtual sensor.
+        virtual_gsd_factor: its coarsest virtual GSD over the source's.
     """
     if quick:
         cfg = Config(
@@ -162,7 +180,11 @@ def make_config(
             1750,
         )  # fmt: skip
     return dataclasses.replace(
-        cfg, steps=cfg.steps if steps is None else steps, virtual_sensors=virtual_sensors
+        cfg,
+        steps=cfg.steps if steps is None else steps,
+        virtual_sensors=virtual_sensors,
+        virtual_probability=virtual_probability,
+        virtual_gsd_factor=virtual_gsd_factor,
     )
 
 
@@ -491,7 +513,7 @@ def train_virtual(
 
     def loss(step: int) -> Tensor:
         batch = virtual_batch(
-            surfaces, train, VIRTUAL_SENSORS, cfg.patch, cfg.batch, cfg.seed, step, task_row, rows
+            surfaces, train, cfg.virtual, cfg.patch, cfg.batch, cfg.seed, step, task_row, rows
         )
         batch = drop_random_bands(batch, BAND_DROPOUT, generator=generator)
         logits = model(batch).logits
@@ -524,7 +546,7 @@ def virtual_sensor_rows(
     result["training"]["stsun_virtual_sensors"] = train_virtual(model, surfaces, train, cfg, task)
     in_sensor = score_stsun(model, val, task)
     scores_out = result["scores"]["stsun_virtual_sensors"] = {"sentinel2_10m": in_sensor}
-    result["virtual_sensors"] = dataclasses.asdict(VIRTUAL_SENSORS)
+    result["virtual_sensors"] = dataclasses.asdict(cfg.virtual)
     plain = result["scores"]["stsun_metadata"]
     rows = [
         _row(
@@ -792,8 +814,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="skip experiment 1's variant trained with virtual sensors",
     )
+    parser.add_argument(
+        "--virtual-probability",
+        type=float,
+        default=VIRTUAL_SENSORS.probability,
+        help="share of the variant's windows through a virtual sensor (0: fixed "
+        "normalisation, jitter and band dropout only)",
+    )
+    parser.add_argument(
+        "--virtual-gsd-factor",
+        type=float,
+        default=VIRTUAL_SENSORS.gsd_factor[1],
+        help="coarsest virtual GSD over the source's (1: the source's GSD only)",
+    )
     args = parser.parse_args(argv)
-    cfg = make_config(args.quick, args.seed, args.steps, not args.no_virtual_sensors)
+    cfg = make_config(
+        args.quick,
+        args.seed,
+        args.steps,
+        not args.no_virtual_sensors,
+        args.virtual_probability,
+        args.virtual_gsd_factor,
+    )
     wanted = set(args.only or EXPERIMENTS)
     # One cached world per mode and seed: seeds run as separate commands never regenerate
     # each other's world, and a rerun of a seed reuses its own.
@@ -815,6 +857,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             + ([f"--steps {args.steps}"] if args.steps else [])
             + (["--no-virtual-sensors"] if args.no_virtual_sensors else [])
             + ([f"--name {args.name}"] if args.name else [])
+            + (
+                [f"--virtual-probability {args.virtual_probability}"]
+                if args.virtual_probability != VIRTUAL_SENSORS.probability
+                else []
+            )
+            + (
+                [f"--virtual-gsd-factor {args.virtual_gsd_factor}"]
+                if args.virtual_gsd_factor != VIRTUAL_SENSORS.gsd_factor[1]
+                else []
+            )
         ),
         "rows": [],
         "details": {},
