@@ -156,7 +156,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['command']}`: {results['model']} trained from scratch, seed "
         f"{results['seed']}, {results['machine']}, torch {results['torch']}, "
         f"{results['seconds']['total'] / 60:.1f} min in all. The configuration is in "
-        f"`accuracy{'_quick' if quick else ''}.json` (`config`), beside every score.",
+        f"`{results.get('name', 'accuracy_quick' if quick else 'accuracy')}.json` (`config`), "
+        "beside every score.",
         "",
     ]
     if not results.get("complete", True):
@@ -252,6 +253,7 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str | None = None
     """Write ``NAME.{json,md,png}`` into ``out_dir`` (default ``accuracy[_quick]``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or ("accuracy_quick" if results["mode"] == "quick" else "accuracy")
+    results["name"] = name
     (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     page = markdown(results)
     (out_dir / f"{name}.md").write_text(page + "\n")
