@@ -248,3 +248,19 @@ def test_band_matrix_of_many_bands_is_each_band_alone_bit_for_bit():
         together = band_matrix(spectra, bands, toa)
         alone = np.array([[band_matrix((s,), (b,), toa)[0, 0] for b in bands] for s in spectra])
         assert np.array_equal(together, alone)
+
+
+def test_the_network_trains_on_a_virtual_sensor_batch(datamodule):
+    from stsun_lightning.models import create_model
+    from stsun_lightning.tasks.losses import category_loss
+
+    torch.manual_seed(0)
+    vocab = datamodule.vocabularies
+    model = create_model("stsun_tiny", categories=vocab["categories"], tasks=vocab["tasks"])
+    dataset = _train(datamodule, "s2_change")
+    batch = collate_batches([dataset[EpochIndex(0, i)] for i in range(3)]).validate()
+    loss = category_loss(model(batch).logits, batch.target)
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
