@@ -2,16 +2,19 @@
 
 Run from the repository root::
 
-    python benchmarks/accuracy.py            # full (about 45 min on 2 cores)
+    python benchmarks/accuracy.py            # full (about an hour on 2 cores)
     python benchmarks/accuracy.py --quick    # CI (a few minutes; numbers only show it runs)
     python benchmarks/accuracy.py --only unseen_sensor new_classes
+    python benchmarks/accuracy.py --seed 1 --name accuracy_seed1   # one seed of several;
+    python benchmarks/accuracy_report.py --merge benchmarks/results/accuracy_seed?.json
 
 Five experiments, all with ``stsun_tiny`` trained from scratch by plain PyTorch loops
 (:mod:`accuracy_train`), every random draw seeded from ``--seed``:
 
 1. ``unseen_sensor``: trained on Sentinel-2 land cover at 10 m; tested on the same kind
-   of landscapes seen through Landsat-8's bands (B1-B7, B10; never seen) and through
-   Sentinel-2 with bands removed. mIoU relative to the in-sensor mIoU (goal >= 0.9),
+   of landscapes seen through Landsat-8's bands (B1-B7, and with B10-B11; never seen)
+   and through Sentinel-2 with bands removed. A variant is trained with virtual sensors
+   (:mod:`accuracy_virtual`; ``--no-virtual-sensors`` skips it). mIoU relative to the in-sensor mIoU (goal >= 0.9),
    against the same network with band-index embeddings
    (``create_model(..., band_encoding="index")``). The index network gets removed bands
    masked in place (its most favourable reading); ours gets them dropped.
@@ -72,9 +75,11 @@ from accuracy_data import (
 from accuracy_report import write_report
 from accuracy_train import UnetBaseline, fit, scores
 from accuracy_unified import unified_vs_specialists
+from accuracy_virtual import fixed_statistics, render_surfaces, virtual_batch
 from stsun_lightning.batch import Batch, OutputKind
 from stsun_lightning.data.datasets.world.layout import CROP_TYPES
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLASSES
+from stsun_lightning.data.datasets.world.virtual import VirtualSensors
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.models import Stsun
@@ -84,7 +89,10 @@ from stsun_lightning.tasks.metrics import ClassMetrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPERIMENTS = ("unseen_sensor", "unified", "new_classes", "resolution", "time_series")
-LANDSAT8_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B10")
+LANDSAT8_TESTS = {
+    "Landsat-8 (B1-B7)": ("B1", "B2", "B3", "B4", "B5", "B6", "B7"),
+    "Landsat-8 (B1-B7, B10, B11)": ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B10", "B11"),
+}
 REMOVALS = {
     "Sentinel-2 without B01, B09": ("B01", "B09"),
     "Sentinel-2 without SWIR (B11, B12)": ("B11", "B12"),
@@ -100,6 +108,10 @@ LANDCOVER_DATE = dt.date(2021, 6, 29)
 MODEL = "stsun_tiny"
 BAND_DROPOUT = 0.5
 """Share of experiment 1's training windows whose bands are thinned to a random subset."""
+VIRTUAL_SENSORS = VirtualSensors(probability=0.5, jitter_nm=5.0, jitter_fwhm=0.1)
+"""Experiment 1's virtual-sensor variant: half of the windows through a random sensor
+(3-13 bands, 400-2,400 nm outside the water-vapour bands, FWHM 10-200 nm, 10-20 m GSD),
+band centres jittered by 5 nm and FWHMs by 10 % in the declared metadata."""
 
 
 @dataclass(frozen=True)
@@ -126,16 +138,53 @@ class Config:
     world_patch: int
     world_batch: int
     joint_steps: int
+    virtual_sensors: bool = True
+    virtual_probability: float = VIRTUAL_SENSORS.probability
+    virtual_gsd_factor: float = VIRTUAL_SENSORS.gsd_factor[1]
+
+    @property
+    def virtual(self) -> VirtualSensors:
+        """Experiment 1's virtual sensors with this run's probability and GSD range."""
+        return dataclasses.replace(
+            VIRTUAL_SENSORS,
+            probability=self.virtual_probability,
+            gsd_factor=(1.0, self.virtual_gsd_factor),
+        )
 
 
-def make_config(quick: bool, seed: int) -> Config:
-    """The configuration of the quick (CI) or full mode."""
+def make_config(
+    quick: bool,
+    seed: int,
+    steps: int | None = None,
+    virtual_sensors: bool = True,
+    virtual_probability: float = VIRTUAL_SENSORS.probability,
+    virtual_gsd_factor: float = VIRTUAL_SENSORS.gsd_factor[1],
+) -> Config:
+    """The configuration of the quick (CI) or full mode.
+
+    Args:
+        quick: the CI mode.
+        seed: seed of every draw.
+        steps: training steps of experiments 1, 3 and 4 instead of the mode's.
+        virtual_sensors: train experiment 1's virtual-sensor variant.
+        virtual_probability: share of its windows seen through a virtual sensor.
+        virtual_gsd_factor: its coarsest virtual GSD over the source's.
+    """
     if quick:
-        return Config(
+        cfg = Config(
             "quick", seed, 960.0, 3, 2, 48, 4, 40, 4, 20, 32, 4, 25, 1, 8, 64, 2, 32, 4, 70
         )
-    return Config(
-        "full", seed, 1920.0, 10, 4, 64, 8, 1000, 16, 300, 48, 8, 600, 3, 8, 128, 3, 64, 8, 1750
+    else:
+        cfg = Config(
+            "full", seed, 1920.0, 10, 4, 64, 8, 1000, 16, 300, 48, 8, 600, 3, 8, 128, 3, 64, 8,
+            1750,
+        )  # fmt: skip
+    return dataclasses.replace(
+        cfg,
+        steps=cfg.steps if steps is None else steps,
+        virtual_sensors=virtual_sensors,
+        virtual_probability=virtual_probability,
+        virtual_gsd_factor=virtual_gsd_factor,
     )
 
 
@@ -296,14 +345,13 @@ def _ratio(value: float, reference: float) -> float:
 def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
     """Experiments 1 (unseen sensor), 3 (new class set) and 4 (other resolutions)."""
     s2 = get_sensor("sentinel2_l2a").bands
-    l8 = get_sensor("landsat8_oli_tirs").select(LANDSAT8_BANDS)
     train_layouts = make_layouts(cfg.seed, cfg.train_scenes, cfg.extent_m, LANDCOVER_SPEC)
     val_layouts = make_layouts(cfg.seed + 1000, cfg.val_scenes, cfg.extent_m, LANDCOVER_SPEC)
     date = [LANDCOVER_DATE]
-    train, s2_stats = standardise(render_stack(train_layouts, s2, 10.0, date, "coarse", cfg.seed))
-    val, _ = standardise(
-        render_stack(val_layouts, s2, 10.0, date, "coarse", cfg.seed + 1), s2_stats
-    )
+    train_raw = render_stack(train_layouts, s2, 10.0, date, "coarse", cfg.seed)
+    val_raw = render_stack(val_layouts, s2, 10.0, date, "coarse", cfg.seed + 1)
+    train, s2_stats = standardise(train_raw)
+    val, _ = standardise(val_raw, s2_stats)
     task = "semantic_segmentation"
     result: dict[str, Any] = {"rows": [], "training": {}}
 
@@ -328,16 +376,18 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
         )
         plain_in = score_stsun(plain, val, task)
         result["scores"]["stsun_metadata_no_dropout"] = {"sentinel2_10m": plain_in}
-        _, l8_stats = standardise(render_stack(train_layouts, l8, 10.0, date, "coarse", cfg.seed))
-        val_l8, _ = standardise(
-            render_stack(val_layouts, l8, 10.0, date, "coarse", cfg.seed + 1), l8_stats
-        )
-        tests: list[tuple[str, Stack, Callable[[Batch], Batch] | None, Any]] = [
-            ("Landsat-8 (B1-B7, B10)", val_l8, None, None)
-        ]
+        tests: list[tuple[str, Stack, Callable[[Batch], Batch] | None, Any]] = []
+        raw_tests: dict[str, Stack] = {}  # unstandardised, for the fixed normalisation
+        for label, l8_names in LANDSAT8_TESTS.items():
+            l8 = get_sensor("landsat8_oli_tirs").select(l8_names)
+            l8_train = render_stack(train_layouts, l8, 10.0, date, "coarse", cfg.seed)
+            raw_tests[label] = render_stack(val_layouts, l8, 10.0, date, "coarse", cfg.seed + 1)
+            val_l8, _ = standardise(raw_tests[label], standardise(l8_train)[1])
+            tests.append((label, val_l8, None, None))
         names = [b.name for b in s2]
         for label, removed in REMOVALS.items():
             positions = [names.index(n) for n in removed]
+            raw_tests[label] = val_raw
             tests.append(
                 (
                     label,
@@ -403,6 +453,10 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
                 )
             )
         result["rows"] += rows + details
+        if cfg.virtual_sensors:
+            result["rows"] += virtual_sensor_rows(
+                cfg, result, train_layouts, train_raw, val_raw, tests, raw_tests, task
+            )
 
     if "resolution" in wanted:
         unet = _seeded_unet(cfg.seed, len(s2), len(COARSE_CLASSES))
@@ -446,6 +500,85 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
     if "new_classes" in wanted:
         result.update(new_classes(cfg, metadata, train, train_layouts, val, val_layouts))
     return result
+
+
+def train_virtual(
+    model: Stsun, surfaces: Any, train: Stack, cfg: Config, task: str
+) -> dict[str, float]:
+    """Train on windows seen through virtual sensors or Sentinel-2 (:mod:`accuracy_virtual`)."""
+    model.train()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    rows = model.category_embedding.rows(train.classes).tolist()
+    task_row = model.task_embedding.vocabulary.index(task)
+
+    def loss(step: int) -> Tensor:
+        batch = virtual_batch(
+            surfaces, train, cfg.virtual, cfg.patch, cfg.batch, cfg.seed, step, task_row, rows
+        )
+        batch = drop_random_bands(batch, BAND_DROPOUT, generator=generator)
+        logits = model(batch).logits
+        assert logits is not None and batch.target is not None
+        return category_loss(logits, batch.target)
+
+    return fit(model, loss, cfg.steps)
+
+
+def virtual_sensor_rows(
+    cfg: Config,
+    result: dict[str, Any],
+    train_layouts: Sequence[Any],
+    train_raw: Stack,
+    val_raw: Stack,
+    tests: Sequence[tuple[str, Stack, Callable[[Batch], Batch] | None, Any]],
+    raw_tests: dict[str, Stack],
+    task: str,
+) -> list[dict[str, Any]]:
+    """Experiment 1's variant: trained with virtual sensors, every sensor normalised alike.
+
+    Every input, Sentinel-2 and Landsat-8 alike, is normalised with the fixed
+    reflectance statistics (a virtual sensor has no statistics of its own).
+    """
+    s2 = train_raw.bands
+    train, _ = standardise(train_raw, fixed_statistics(s2))
+    val, _ = standardise(val_raw, fixed_statistics(s2))
+    surfaces = render_surfaces(train_layouts, 10.0, LANDCOVER_DATE)
+    model = _seeded_model(cfg.seed, categories=COARSE_CLASSES)
+    result["training"]["stsun_virtual_sensors"] = train_virtual(model, surfaces, train, cfg, task)
+    in_sensor = score_stsun(model, val, task)
+    scores_out = result["scores"]["stsun_virtual_sensors"] = {"sentinel2_10m": in_sensor}
+    result["virtual_sensors"] = dataclasses.asdict(cfg.virtual)
+    plain = result["scores"]["stsun_metadata"]
+    rows = [
+        _row(
+            "unseen_sensor",
+            "Sentinel-2 (in-sensor reference), trained with virtual sensors",
+            "mIoU",
+            in_sensor["miou"],
+            "STSUN with band dropout only",
+            plain["sentinel2_10m"]["miou"],
+            "reference",
+            None,
+        )
+    ]
+    for label, _stack, transform, _index_transform in tests:
+        raw = raw_tests[label]
+        stack = val if raw is val_raw else standardise(raw, fixed_statistics(raw.bands))[0]
+        ours = score_stsun(model, stack, task, transform=transform)
+        scores_out[label] = ours
+        ratio = _ratio(ours["miou"], in_sensor["miou"])
+        rows.append(
+            _row(
+                "unseen_sensor",
+                f"{label}, trained with virtual sensors",
+                "mIoU / in-sensor mIoU",
+                ratio,
+                "STSUN with band dropout only",
+                _ratio(plain[label]["miou"], plain["sentinel2_10m"]["miou"]),
+                ">= 0.90",
+                ratio >= 0.9,
+            )
+        )
+    return rows
 
 
 def _seeded_unet(seed: int, in_channels: int, outputs: int) -> UnetBaseline:
@@ -667,11 +800,46 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="run only these (same file names: pair with --out-dir to keep a full run)",
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--name",
+        help="file stem of the results (default accuracy[_quick]; e.g. accuracy_seed1 for "
+        "one seed of several, merged by accuracy_report.py --merge)",
+    )
     parser.add_argument("--world-root", type=Path, help="SpectralWorld cache of experiment 2")
+    parser.add_argument(
+        "--steps", type=int, help="training steps of experiments 1, 3 and 4 (default: the mode's)"
+    )
+    parser.add_argument(
+        "--no-virtual-sensors",
+        action="store_true",
+        help="skip experiment 1's variant trained with virtual sensors",
+    )
+    parser.add_argument(
+        "--virtual-probability",
+        type=float,
+        default=VIRTUAL_SENSORS.probability,
+        help="share of the variant's windows through a virtual sensor (0: fixed "
+        "normalisation, jitter and band dropout only)",
+    )
+    parser.add_argument(
+        "--virtual-gsd-factor",
+        type=float,
+        default=VIRTUAL_SENSORS.gsd_factor[1],
+        help="coarsest virtual GSD over the source's (1: the source's GSD only)",
+    )
     args = parser.parse_args(argv)
-    cfg = make_config(args.quick, args.seed)
+    cfg = make_config(
+        args.quick,
+        args.seed,
+        args.steps,
+        not args.no_virtual_sensors,
+        args.virtual_probability,
+        args.virtual_gsd_factor,
+    )
     wanted = set(args.only or EXPERIMENTS)
-    world_root = args.world_root or Path("data") / f"accuracy_world_{cfg.mode}"
+    # One cached world per mode and seed: seeds run as separate commands never regenerate
+    # each other's world, and a rerun of a seed reuses its own.
+    world_root = args.world_root or Path("data") / f"accuracy_world_{cfg.mode}_seed{cfg.seed}"
     start = time.perf_counter()
     results: dict[str, Any] = {
         "mode": cfg.mode,
@@ -686,6 +854,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             + (["--quick"] if args.quick else [])
             + ([f"--seed {args.seed}"] if args.seed else [])
             + (["--only", *args.only] if args.only else [])
+            + ([f"--steps {args.steps}"] if args.steps else [])
+            + (["--no-virtual-sensors"] if args.no_virtual_sensors else [])
+            + ([f"--name {args.name}"] if args.name else [])
+            + (
+                [f"--virtual-probability {args.virtual_probability}"]
+                if args.virtual_probability != VIRTUAL_SENSORS.probability
+                else []
+            )
+            + (
+                [f"--virtual-gsd-factor {args.virtual_gsd_factor}"]
+                if args.virtual_gsd_factor != VIRTUAL_SENSORS.gsd_factor[1]
+                else []
+            )
         ),
         "rows": [],
         "details": {},
@@ -719,7 +900,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["seconds"][name] = round(time.perf_counter() - t0, 1)
         # Written after every part, so that a long run shows what it has so far.
         _summarise(results, start, complete=number == len(parts))
-        write_report(results, args.out_dir)
+        write_report(results, args.out_dir, args.name)
     return results
 
 

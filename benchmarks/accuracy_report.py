@@ -1,12 +1,22 @@
-"""Writing the accuracy benchmark's results: JSON, a Markdown page and a PNG plot."""
+"""Writing the accuracy benchmark's results: JSON, a Markdown page and a PNG plot.
+
+Seeds run as separate commands (``accuracy.py --seed N --name accuracy_seedN``) are merged
+into one page of mean ± standard deviation per figure::
+
+    python benchmarks/accuracy_report.py --merge benchmarks/results/accuracy_seed*.json \
+        --name accuracy
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "write_report"]
+__all__ = ["markdown", "merge_seeds", "write_report"]
 
 _TITLES = {
     "unseen_sensor": "1. Unseen sensor (trained on Sentinel-2 only)",
@@ -26,7 +36,13 @@ _NOTES = {
     "the rows marked (detail) give ours trained without it. Landsat-8's bands reach the "
     "baseline in file order; removed Sentinel-2 bands reach ours dropped and the baseline "
     "masked in place (its best case). Ratios are each network's mIoU over its own "
-    "in-sensor mIoU.",
+    'in-sensor mIoU. Rows marked "trained with virtual sensors": the same network trained '
+    "with half of its windows seen through a random sensor (3-13 bands of 10-200 nm FWHM, "
+    "centres 400-2,400 nm outside the water-vapour bands, 10-20 m GSD, rendered from the "
+    "landscape's surfaces), band metadata jittered (5 nm, 10 %) and band dropout on top; every "
+    "sensor, Sentinel-2 and Landsat-8 alike, normalised with one fixed reflectance scale "
+    "((reflectance - 0.2) / 0.15; thermal (K - 300) / 10) instead of its own statistics; "
+    "its baseline column is ours with band dropout only.",
     "unified": "Joint: one STSUN on all seven sources for N steps; specialists: one network "
     "per source for N / 7 steps each, STSUN or smp's U-Net (ResNet-18, dates and bands "
     "stacked as channels). The goal compares the mean mIoU over the six class sources; "
@@ -44,6 +60,81 @@ _NOTES = {
     "baseline, the same network, on the 8-date schedule of SpectralWorld's s2_crops. Test "
     "series are drawn at random outside a 60-day gap.",
 }
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return row["experiment"], row["setting"], row["metric"], row["baseline"]
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = statistics.fmean(values)
+    return round(mean, 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+
+
+def merge_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result of several seeds' runs: each row's value and baseline as mean ± std.
+
+    A row present in only some runs is merged over those (``seeds`` says which). A goal
+    is met when the mean meets it.
+
+    Raises:
+        ValueError: no runs, runs of different modes, or two runs of one seed.
+    """
+    if not runs:
+        raise ValueError("merge_seeds: no results to merge.")
+    modes = {r["mode"] for r in runs}
+    seeds = [r["seed"] for r in runs]
+    if len(modes) > 1 or len(set(seeds)) < len(seeds):
+        raise ValueError(f"merge_seeds: expected one mode and distinct seeds, got {modes}, {seeds}")
+    merged_rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            entry = merged_rows.setdefault(_key(row), {**row, "values": [], "baselines": []})
+            entry["values"].append(row["value"])
+            if row["baseline_value"] is not None:
+                entry["baselines"].append(row["baseline_value"])
+            entry.setdefault("seeds", []).append(run["seed"])
+    rows = []
+    for entry in merged_rows.values():
+        entry["value"], entry["value_std"] = _spread(entry["values"])
+        if entry["baselines"]:
+            entry["baseline_value"], entry["baseline_std"] = _spread(entry["baselines"])
+        if entry["met"] is not None:
+            threshold = entry["goal"].removeprefix(">= ")
+            reference = entry["baseline_value"] if threshold == "baseline" else float(threshold)
+            entry["met"] = bool(entry["value"] >= reference)
+        rows.append(entry)
+    first = runs[0]
+    experiments = [e for e in _TITLES if any(e in r["experiments"] for r in runs)]
+    return {
+        **{k: first[k] for k in ("mode", "model", "machine", "torch")},
+        "seed": ", ".join(str(s) for s in seeds),
+        "seeds": seeds,
+        "command": "; ".join(r["command"] for r in runs)
+        + "; python benchmarks/accuracy_report.py --merge ...",
+        "config": first.get("config"),
+        "experiments": experiments,
+        "rows": rows,
+        "goals": [
+            {
+                "goal": f"{r['experiment']}: {r['setting']} ({r['metric']} {r['goal']})",
+                "value": r["value"],
+                "met": r["met"],
+            }
+            for r in rows
+            if r["met"] is not None
+        ],
+        "seconds": {
+            "total": sum(r["seconds"]["total"] for r in runs),
+            **{
+                k: round(statistics.fmean(r["seconds"].get(k, 0.0) for r in runs), 1)
+                for k in ("landcover", "unified", "time_series")
+            },
+        },
+        "complete": all(r.get("complete", True) for r in runs),
+        "runs": [{"seed": r["seed"], "seconds": r["seconds"]} for r in runs],
+    }
 
 
 def _cell(value: Any) -> str:
@@ -65,7 +156,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['command']}`: {results['model']} trained from scratch, seed "
         f"{results['seed']}, {results['machine']}, torch {results['torch']}, "
         f"{results['seconds']['total'] / 60:.1f} min in all. The configuration is in "
-        f"`accuracy{'_quick' if quick else ''}.json` (`config`), beside every score.",
+        f"`{results.get('name', 'accuracy_quick' if quick else 'accuracy')}.json` (`config`), "
+        "beside every score.",
         "",
     ]
     if not results.get("complete", True):
@@ -79,6 +171,12 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     met = [g["met"] for g in results["goals"]]
     lines += [f"Goals met: {sum(met)} of {len(met)}.", ""]
+    if "seeds" in results:
+        lines += [
+            f"Mean ± standard deviation over seeds {results['seed']} (one command per seed, "
+            "merged by `accuracy_report.py --merge`); a goal is met when the mean meets it.",
+            "",
+        ]
     for experiment in results["experiments"]:
         rows = [r for r in results["rows"] if r["experiment"] == experiment]
         if not rows:
@@ -99,9 +197,14 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|---|---:|---|---:|---|---|",
         ]
         for r in rows:
+            value, baseline = _cell(r["value"]), _cell(r["baseline_value"])
+            if "value_std" in r:
+                value += f" ± {r['value_std']:.3f}"
+            if "baseline_std" in r:
+                baseline += f" ± {r['baseline_std']:.3f}"
             lines.append(
-                f"| {r['setting']} | {r['metric']} | {_cell(r['value'])} | {r['baseline']} | "
-                f"{_cell(r['baseline_value'])} | {r['goal']} | {_cell(r['met'])} |"
+                f"| {r['setting']} | {r['metric']} | {value} | {r['baseline']} | "
+                f"{baseline} | {r['goal']} | {_cell(r['met'])} |"
             )
         lines += ["", timing, ""]
     return "\n".join(lines)
@@ -146,12 +249,30 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> None:
-    """Write ``accuracy[_quick].{json,md,png}`` into ``out_dir``."""
+def write_report(results: dict[str, Any], out_dir: Path, name: str | None = None) -> None:
+    """Write ``NAME.{json,md,png}`` into ``out_dir`` (default ``accuracy[_quick]``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = "accuracy_quick" if results["mode"] == "quick" else "accuracy"
+    name = name or ("accuracy_quick" if results["mode"] == "quick" else "accuracy")
+    results["name"] = name
     (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     page = markdown(results)
     (out_dir / f"{name}.md").write_text(page + "\n")
     _plot(results, out_dir / f"{name}.png")
     print(page)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Merge per-seed results (``--merge``) into one report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--merge", nargs="+", type=Path, required=True, help="per-seed JSONs")
+    parser.add_argument("--name", default="accuracy", help="file stem of the merged report")
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    runs = [json.loads(path.read_text()) for path in args.merge]
+    merged = merge_seeds(runs)
+    write_report(merged, args.out_dir, args.name)
+    return merged
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ from accuracy_data import (  # noqa: E402
     standardise,
     subsample_dates,
 )
-from accuracy_report import markdown, write_report  # noqa: E402
+from accuracy_report import markdown, merge_seeds, write_report  # noqa: E402
 from accuracy_train import UnetBaseline, fit, scores  # noqa: E402
 from stsun_lightning.batch import OutputKind  # noqa: E402
 from stsun_lightning.data.sensors import get_sensor  # noqa: E402
@@ -221,10 +221,15 @@ def test_landcover_and_time_series_rows_end_to_end():
     rows = part["rows"] + part["rows_new_classes"]
     assert {r["experiment"] for r in rows} == {"unseen_sensor", "resolution", "new_classes"}
     unseen = [r for r in rows if r["experiment"] == "unseen_sensor"]
-    # Reference, Landsat-8 and 3 removals against the index baseline, then the same 5
-    # against ours trained without band dropout (detail rows, no goal).
-    assert len(unseen) == 2 * (1 + 1 + 3)
-    assert [r["met"] for r in unseen[5:]] == [None] * 5
+    # Reference, Landsat-8 (B1-B7; with B10, B11) and 3 removals against the index
+    # baseline, the same 6 against ours trained without band dropout (detail rows, no
+    # goal), then the same 6 trained with virtual sensors.
+    assert len(unseen) == 3 * (1 + 2 + 3)
+    assert [r["met"] for r in unseen[6:12]] == [None] * 6
+    virtual = unseen[12:]
+    assert all(r["setting"].endswith("trained with virtual sensors") for r in virtual)
+    assert [r["met"] is None for r in virtual] == [True] + [False] * 5
+    assert "stsun_virtual_sensors" in part["scores"]
     assert part["band_dropout"] == accuracy.BAND_DROPOUT
     assert all(r["met"] in (True, False, None) for r in rows)
     assert part["new_classes"]["new_names"] == ["building", "road"]
@@ -265,6 +270,24 @@ def test_accuracy_markdown_tables():
     assert "Goals met: 1 of 2." in page
     assert "Quick mode" not in page
     assert "Quick mode" in markdown(_results("quick"))
+
+
+def test_seeds_merge_into_mean_and_std(tmp_path):
+    runs = []
+    for seed, value in ((0, 0.8), (1, 0.9), (2, 1.0)):
+        run = _results("full")
+        run["seed"], run["rows"][0]["value"] = seed, value
+        runs.append(run)
+    merged = merge_seeds(runs)
+    landsat = merged["rows"][0]
+    assert landsat["value"] == pytest.approx(0.9) and landsat["value_std"] == pytest.approx(0.1)
+    assert landsat["values"] == [0.8, 0.9, 1.0] and landsat["met"] is True
+    assert merged["rows"][1]["met"] is False  # 0.4 against a baseline of 0.5
+    assert "| Landsat-8 | ratio | 0.900 ± 0.100 | index | 0.500 ± 0.000 |" in markdown(merged)
+    write_report(merged, tmp_path, "accuracy_merged")
+    assert json.loads((tmp_path / "accuracy_merged.json").read_text())["seeds"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="distinct seeds"):
+        merge_seeds([runs[0], runs[0]])
 
 
 def test_write_report_files(tmp_path):

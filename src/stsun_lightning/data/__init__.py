@@ -25,6 +25,7 @@ from stsun_lightning.data.datamodules.mixing import MixedDataModule
 from stsun_lightning.data.datamodules.prediction import ScenePredictionMixin
 from stsun_lightning.data.datamodules.rasters import RasterPredictionDataModule
 from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
+from stsun_lightning.data.datasets.world.virtual import VirtualSensors
 from stsun_lightning.data.datasets.world.world import SpectralWorld
 from stsun_lightning.data.examples import example_band_metadata, example_batch
 from stsun_lightning.data.sensors import (
@@ -63,6 +64,7 @@ __all__ = [
     "StsunDataModule",
     "TorchGeoDataModule",
     "VaihingenDataModule",
+    "VirtualSensors",
     "collate_batches",
     "example_band_metadata",
     "example_batch",

@@ -22,7 +22,11 @@ from stsun_lightning.data.datasets.labels import LabelRaster
 from stsun_lightning.data.datasets.patches import PatchRef, ScenePatchDataset
 from stsun_lightning.data.datasets.scene_statistics import scene_statistics, tile_windows
 from stsun_lightning.data.datasets.scenes import Scene, build_series
+from stsun_lightning.data.datasets.virtual_patches import VirtualSensorPatchDataset
 from stsun_lightning.data.datasets.windows import PredictionJob
+from stsun_lightning.data.datasets.world.sources import SOURCES
+from stsun_lightning.data.datasets.world.surfaces import SURFACE_BANDS
+from stsun_lightning.data.datasets.world.virtual import VirtualSensors, reflectance_statistics
 from stsun_lightning.data.datasets.world.world import SpectralWorld
 from stsun_lightning.data.io.grid import Extent, grid_of
 from stsun_lightning.data.io.statistics import Statistics, cached_statistics, files_key
@@ -31,6 +35,7 @@ from stsun_lightning.data.samplers.crops import CropArea, RandomCrops
 from stsun_lightning.data.sensors import Modality, get_sensor
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["SpectralWorldDataModule"]
 
@@ -63,6 +68,10 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             quarter of the window).
         batch_format: ``"stsun"`` or ``"torchgeo"`` (see :class:`StsunDataModule`).
         val_scenes: held-out scenes per source.
+        virtual_sensors: render training items of the sources it names (default: every
+            source of one optical reflective sensor) through random sensors
+            (:class:`~stsun_lightning.data.datasets.world.virtual.VirtualSensors`); those
+            sources are normalised with fixed reflectance statistics in every split.
     """
 
     def __init__(
@@ -82,6 +91,7 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         predict_overlap: int | None = None,
         batch_format: BatchFormat = "stsun",
         val_scenes: int = 1,
+        virtual_sensors: VirtualSensors | None = None,
     ) -> None:
         super().__init__(
             batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
@@ -89,9 +99,12 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         self.save_hyperparameters()
         self.root = Path(root)
         self.world = SpectralWorld(
-            self.root, seed, scene_size, scenes_per_source, source_names, val_scenes
-        )
+            self.root, seed, scene_size, scenes_per_source, source_names,
+            surfaces=virtual_sensors is not None, val_scenes=val_scenes,
+        )  # fmt: skip
         self.manifest = self.world.generate()
+        self.virtual_sensors = virtual_sensors
+        self.virtual_sources = self._virtual_sources(virtual_sensors)
         self.source_infos = [
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
         ]
@@ -107,6 +120,29 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         self._statistics: dict[str, Statistics] = {}
         self.train_sets: list[Dataset[Batch]] = []
         self.val_sets: list[Dataset[Batch]] = []
+
+    def _virtual_sources(self, config: VirtualSensors | None) -> tuple[str, ...]:
+        """The sources rendered through virtual sensors (see ``virtual_sensors``)."""
+        if config is None:
+            return ()
+        eligible = [
+            name
+            for name in self.manifest["sources"]
+            if len(SOURCES[name].inputs) == 1
+            and all(
+                b.modality == Modality.OPTICAL and b.wavelength_nm < 3000
+                for b in SOURCES[name].inputs[0].bands
+            )
+        ]
+        if config.sources is None:
+            return tuple(eligible)
+        for name in config.sources:
+            if name not in eligible:
+                raise ConfigError(
+                    f"virtual_sensors.sources: {name!r} is not a source of one optical "
+                    f"reflective sensor in this world; choose from {eligible}."
+                )
+        return tuple(config.sources)
 
     @staticmethod
     def _source_info(name: str, spec: dict[str, Any]) -> SourceInfo:
@@ -177,6 +213,11 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         record = self.checkpoint_sources.get(source)
         if record is not None:
             return record.statistics_for(self.input_specs(source), source)
+        if source in self.virtual_sources:
+            return {
+                n: reflectance_statistics(s.sensor.select(s.bands))
+                for n, s in self.input_specs(source).items()
+            }
         if source not in self._statistics:
             scenes = self.scenes(source, "train")
             windows = [(s, b) for s in scenes for b in tile_windows(s, self.hparams.patch_size)]
@@ -200,7 +241,9 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             scene.series.set_statistics(statistics)
         return scenes
 
-    def _dataset(self, source: SourceInfo, split: str) -> ScenePatchDataset:
+    def _dataset(
+        self, source: SourceInfo, split: str
+    ) -> ScenePatchDataset | VirtualSensorPatchDataset:
         """Training: random windows of the scenes, drawn afresh every epoch; else a grid."""
         scenes = self._normalised(source.name, split)
         p = self.hparams.patch_size
@@ -229,7 +272,7 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
                     for r in range(0, extent.height - p + 1, p)
                     for c in range(0, extent.width - p + 1, p)
                 ]
-        return ScenePatchDataset(
+        dataset = ScenePatchDataset(
             scenes,
             source,
             self.vocabularies,
@@ -238,6 +281,26 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             self.manifest["sources"][source.name]["outputs"],
             augment=split == "train",
             seed=self.hparams.seed,
+        )
+        if split != "train" or source.name not in self.virtual_sources:
+            return dataset
+        assert self.virtual_sensors is not None
+        entries = [
+            e for e in self.manifest["sources"][source.name]["scenes"] if e["split"] == "train"
+        ]
+        surfaces = [
+            GeoTiffRasterDataset(
+                [self.root / f for f in entry["surfaces"]],
+                SURFACE_BANDS,
+                scene.series.grid,
+                resampling="nearest",
+                name=f"{source.name}/{entry['name']} surfaces",
+            )
+            for entry, scene in zip(entries, scenes, strict=True)
+        ]
+        toa = SOURCES[source.name].inputs[0].top_of_atmosphere
+        return VirtualSensorPatchDataset(
+            dataset, surfaces, self.virtual_sensors, toa, self.hparams.seed
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -32,7 +32,7 @@ from stsun_lightning.data.io.statistics import InputStatistics, Statistics
 from stsun_lightning.data.spec import InputSpec
 from stsun_lightning.errors import ConfigError
 
-__all__ = ["RasterSeries", "SeriesWindow"]
+__all__ = ["RasterSeries", "SeriesWindow", "fold_normalisation", "normalise_window"]
 
 Bounds = tuple[float, float, float, float]
 
@@ -52,6 +52,41 @@ class SeriesWindow:
     band_mask: np.ndarray
     time_mask: np.ndarray
     valid: np.ndarray
+
+
+def fold_normalisation(statistics: InputStatistics, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(stored × scale − mean) / std`` as one multiply-add: (C, 1, 1) factor and offset."""
+    std = np.asarray(statistics.std, np.float32)[:, None, None]
+    mean = np.asarray(statistics.mean, np.float32)[:, None, None]
+    return np.float32(scale) / std, -mean / std
+
+
+def normalise_window(
+    image: np.ndarray,
+    normalisation: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    channels: Mapping[str, slice],
+) -> SeriesWindow:
+    """Normalise stored values in place and derive the window's masks.
+
+    Args:
+        image: (T, C, h, w) float32 stored values, NaN where there is no data.
+        normalisation: per input, its :func:`fold_normalisation`.
+        channels: per input, its channels of ``image``.
+    """
+    for name, (factor, offset) in normalisation.items():
+        part = image[:, channels[name]]
+        np.multiply(part, factor, out=part)
+        np.add(part, offset, out=part)
+    present = np.isfinite(image)
+    if not present.all():  # inf is no data, like NaN (the network never sees either)
+        image[~present] = np.nan
+    band_mask = present.any(axis=(2, 3))
+    valid = present.any(axis=(0, 1))
+    time_mask = band_mask.any(1)
+    if not time_mask.any():  # no data here at all: every pixel is masked instead
+        band_mask[:] = True
+        time_mask[:] = True
+    return SeriesWindow(image, band_mask, time_mask, valid)
 
 
 class RasterSeries:
@@ -114,10 +149,7 @@ class RasterSeries:
                     f"No band statistics for input {name!r} (given for {sorted(statistics)})."
                 )
             stats: InputStatistics = statistics[name].select(spec.bands, f"Input {name!r}")
-            std = np.asarray(stats.std, np.float32)[:, None, None]
-            mean = np.asarray(stats.mean, np.float32)[:, None, None]
-            # ``(value * scale - mean) / std`` folded into one multiply-add per value.
-            folded[name] = (np.float32(spec.scale) / std, -mean / std)
+            folded[name] = fold_normalisation(stats, spec.scale)
         self.statistics = {n: statistics[n].select(s.bands, n) for n, s in self.specs.items()}
         self._normalisation = folded
 
@@ -146,21 +178,7 @@ class RasterSeries:
             raise RuntimeError(
                 "RasterSeries.read() before its statistics were set (set_statistics)."
             )
-        image = self._read_stored(bounds)
-        for name, (factor, offset) in self._normalisation.items():
-            part = image[:, self.channels[name]]
-            np.multiply(part, factor, out=part)
-            np.add(part, offset, out=part)
-        present = np.isfinite(image)
-        if not present.all():  # inf is no data, like NaN (the network never sees either)
-            image[~present] = np.nan
-        band_mask = present.any(axis=(2, 3))
-        valid = present.any(axis=(0, 1))
-        time_mask = band_mask.any(1)
-        if not time_mask.any():  # no data here at all: every pixel is masked instead
-            band_mask[:] = True
-            time_mask[:] = True
-        return SeriesWindow(image, band_mask, time_mask, valid)
+        return normalise_window(self._read_stored(bounds), self._normalisation, self.channels)
 
     def _read_stored(self, bounds: Bounds) -> np.ndarray:
         rx, ry = self.grid.res

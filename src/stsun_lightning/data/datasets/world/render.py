@@ -31,6 +31,7 @@ from stsun_lightning.data.sensors import Band
 
 __all__ = [
     "CROP_HEIGHT_M",
+    "MATERIAL_NAMES",
     "Sky",
     "SurfaceState",
     "crop_state",
@@ -43,7 +44,7 @@ __all__ = [
     "surface_state",
 ]
 
-_MATERIAL_NAMES = (
+MATERIAL_NAMES = (
     "green_vegetation",
     "dry_vegetation",
     "soil",
@@ -58,7 +59,7 @@ _MATERIAL_NAMES = (
     "grass_canopy",
     "gravel_sand",
 )
-_SURFACE = tuple(MATERIALS[n] for n in _MATERIAL_NAMES)
+_SURFACE = tuple(MATERIALS[n] for n in MATERIAL_NAMES)
 (GREEN, DRY, SOIL, WATER, TURBID, ASPHALT, ROOF, TILE, SHADED, CONIFER, FLOWERS, GRASS, GRAVEL) = (
     range(len(_SURFACE))
 )

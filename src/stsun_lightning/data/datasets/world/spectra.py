@@ -290,6 +290,17 @@ def _check_optical(band: Band) -> None:
         )
 
 
+def _band_values(
+    spectrum: Spectrum, wavelengths: np.ndarray, top_of_atmosphere: bool
+) -> np.ndarray:
+    """The material's (surface or top-of-atmosphere) reflectance at ``wavelengths`` (any shape)."""
+    values = spectrum(wavelengths)
+    if top_of_atmosphere:
+        transmittance = atmospheric_transmittance(wavelengths, spectrum.vapour_above)
+        values = transmittance * values + path_reflectance(wavelengths, spectrum.vapour_above)
+    return values
+
+
 def band_reflectance(spectrum: Spectrum, band: Band, top_of_atmosphere: bool = False) -> float:
     """The material's value in one optical band.
 
@@ -309,15 +320,7 @@ def band_reflectance(spectrum: Spectrum, band: Band, top_of_atmosphere: bool = F
     Raises:
         ValueError: for non-optical bands.
     """
-    _check_optical(band)
-    if band.wavelength_nm > THERMAL_MIN_NM:
-        return spectrum.brightness_temperature_k / 100.0
-    wavelengths, weights = _response(band)
-    values = spectrum(wavelengths)
-    if top_of_atmosphere:
-        transmittance = atmospheric_transmittance(wavelengths, spectrum.vapour_above)
-        values = transmittance * values + path_reflectance(wavelengths, spectrum.vapour_above)
-    return float(np.dot(weights, values))
+    return float(band_matrix((spectrum,), (band,), top_of_atmosphere)[0, 0])
 
 
 def band_matrix(
@@ -325,11 +328,28 @@ def band_matrix(
 ) -> np.ndarray:
     """Band values of several materials: the linear mixing matrix of a sensor.
 
+    Each material's curve is evaluated once over every band's response samples (the
+    interpolation is most of the cost: a virtual sensor needs a new matrix per item).
+
     Returns:
-        (M, C) float32, row m = :func:`band_reflectance` of ``spectra[m]`` in each band.
+        (M, C) float32, entry (m, c) = :func:`band_reflectance` of ``spectra[m]`` in
+        ``bands[c]``.
     """
-    rows = [[band_reflectance(s, b, top_of_atmosphere) for b in bands] for s in spectra]
-    return np.asarray(rows, dtype=np.float32).reshape(len(spectra), len(bands))
+    for band in bands:
+        _check_optical(band)
+    out = np.zeros((len(spectra), len(bands)), dtype=np.float64)
+    reflective = [c for c, b in enumerate(bands) if b.wavelength_nm <= THERMAL_MIN_NM]
+    responses = [_response(bands[c]) for c in reflective]
+    if responses:
+        samples = np.stack([wavelengths for wavelengths, _ in responses])  # (C', K)
+        for m, spectrum in enumerate(spectra):
+            values = _band_values(spectrum, samples, top_of_atmosphere)
+            for j, c in enumerate(reflective):
+                out[m, c] = float(np.dot(responses[j][1], values[j]))
+    for c, band in enumerate(bands):
+        if band.wavelength_nm > THERMAL_MIN_NM:
+            out[:, c] = [s.brightness_temperature_k / 100.0 for s in spectra]
+    return out.astype(np.float32)
 
 
 def _polarisation(band: Band) -> str:

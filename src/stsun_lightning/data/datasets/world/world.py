@@ -12,7 +12,12 @@ Products:
 * optical: uint16 reflectance x 10000 (thermal bands kelvin x 100), nodata 0, no offset;
 * SAR: float32 sigma0 in dB with 4-look speckle, nodata NaN;
 * labels: uint8 classes with nodata 0 (tag ``CLASSES="1:name,2:name"``), or float32
-  values with nodata NaN (canopy height in metres).
+  values with nodata NaN (canopy height in metres);
+* surfaces (with ``surfaces=True``): ``surface_<YYYY-MM-DD>.tif``, float32 material
+  weights, sky and nodata per date (:mod:`~stsun_lightning.data.datasets.world.surfaces`),
+  from which any optical sensor can be rendered; tag ``RNG_STATE_<INPUT>`` holds the
+  generator state each optical input was rendered with, so rendering its bands from the
+  surface with that state gives its file exactly.
 
 Everything is drawn from ``numpy`` generators seeded by (seed, source, scene), so a seed
 gives byte-identical files. Generation is atomic: sources are written to a temporary
@@ -64,6 +69,7 @@ from stsun_lightning.data.datasets.world.sources import (
     crop_classes,
     fine_classes,
 )
+from stsun_lightning.data.datasets.world.surfaces import SURFACE_BANDS, surface_array
 from stsun_lightning.errors import unknown_name_error
 
 try:  # POSIX only; elsewhere concurrent generations are not serialised.
@@ -77,6 +83,7 @@ VERSION = 2
 """Version of the world's content; a cache with another version is regenerated."""
 _SUPERSAMPLING = 2  # fine pixels per sensor pixel along each axis: mixed pixels at edges
 _SCENES_PER_ROW = 16
+_SURFACE = "surface"  # file-name prefix of the surfaces; no source input is called so
 _LOG = logging.getLogger(__name__)
 
 
@@ -118,6 +125,8 @@ class SpectralWorld:
         sources: names of the sources to generate, default all of :data:`SOURCES`.
         val_scenes: held-out scenes per source (scores on one 256² scene move by up to
             0.1 mIoU between runs; more scenes average that out).
+        surfaces: also write each date's surface (for virtual sensors); a world with
+            surfaces serves a request without them, not the reverse.
 
     Raises:
         ValueError: for sizes below 8 pixels, fewer than 1 scene, or a ``val_scenes``
@@ -133,6 +142,7 @@ class SpectralWorld:
         scenes_per_source: int = 4,
         sources: Sequence[str] | None = None,
         val_scenes: int = 1,
+        surfaces: bool = False,
     ) -> None:
         if scene_size < 8:
             raise ValueError(f"scene_size: expected at least 8 pixels, got {scene_size}")
@@ -153,6 +163,7 @@ class SpectralWorld:
         self.scenes_per_source = int(scenes_per_source)
         self.val_scenes = int(val_scenes)
         self.sources = [n for n in SOURCES if n in names]  # registry order: stable manifests
+        self.surfaces = bool(surfaces)
 
     @property
     def manifest_path(self) -> Path:
@@ -186,9 +197,12 @@ class SpectralWorld:
             return None
         if list(manifest.get("sources", {})) != self.sources:
             return None
+        if self.surfaces and not manifest.get("surfaces", False):
+            return None
         for source in manifest["sources"].values():
             for scene in source["scenes"]:
                 paths = [scene["label"], *(p for ps in scene["files"].values() for p in ps)]
+                paths += scene.get("surfaces", [])
                 if not all((self.root / p).is_file() for p in paths):
                     return None
         return manifest
@@ -221,7 +235,7 @@ class SpectralWorld:
             start = time.perf_counter()
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
             try:
-                manifest = {**self._config(), "sources": {}}
+                manifest = {**self._config(), "surfaces": self.surfaces, "sources": {}}
                 for name in self.sources:
                     manifest["sources"][name] = self._generate_source(tmp, SOURCES[name])
                 text = json.dumps(manifest, indent=2) + "\n"
@@ -308,18 +322,24 @@ class SpectralWorld:
             layouts = [layout, after]
 
         files: dict[str, list[str]] = {inp.name: [] for inp in source.inputs}
+        surfaces: list[str] = []
         thick_clouds = np.zeros((size, size), dtype=bool)
         for date, scene_layout in zip(dates, layouts, strict=True):
-            state, sky, paths = _write_date(folder, source, scene_layout, date, transform, rng)
+            state, sky, paths = _write_date(
+                folder, source, scene_layout, date, transform, rng, self.surfaces
+            )
             thick_clouds |= sky.cloud > 0.5
             for input_name, path in paths.items():
-                files[input_name].append(path.relative_to(tmp).as_posix())
+                if input_name == _SURFACE:
+                    surfaces.append(path.relative_to(tmp).as_posix())
+                else:
+                    files[input_name].append(path.relative_to(tmp).as_posix())
 
         label = _label(source, layouts[-1], state, sky, changed)
         if source.mask_clouds and label.dtype == np.uint8:
             label[thick_clouds] = 0
         label_path = _write_label(folder / "label.tif", source, name, label, transform)
-        return {
+        entry = {
             "name": name,
             "split": "val" if index >= self.scenes_per_source - self.val_scenes else "train",
             "gsd_m": gsd,
@@ -327,6 +347,9 @@ class SpectralWorld:
             "files": files,
             "label": label_path.relative_to(tmp).as_posix(),
         }
+        if self.surfaces:
+            entry["surfaces"] = surfaces
+        return entry
 
 
 def _thermal_offset_k(doy: int) -> float:
@@ -341,11 +364,13 @@ def _write_date(
     date: dt.date,
     transform: Any,
     rng: np.random.Generator,
+    surfaces: bool = False,
 ) -> tuple[SurfaceState, Sky, dict[str, Path]]:
-    """Render and write every input of one acquisition date.
+    """Render and write every input of one acquisition date (and its surface).
 
     Returns:
-        The surface and sky of the date, and the path written per input.
+        The surface and sky of the date, and the path written per input (the surface
+        under :data:`_SURFACE`).
     """
     size = layout.cover.shape[0] // _SUPERSAMPLING
     doy = date.timetuple().tm_yday
@@ -356,11 +381,13 @@ def _write_date(
     sky = draw_sky(rng, size, source.gsd_m, cover, cirrus)
     missing = _swath_edge(rng, size, source.swath_edge_chance)
     paths = {}
+    rng_states = {}
     for inp in source.inputs:
         bands = inp.bands
         if all(is_sar(b) for b in bands):
             data, nodata = render_sar(state, bands, rng), math.nan
         else:
+            rng_states[f"RNG_STATE_{inp.name.upper()}"] = json.dumps(rng.bit_generator.state)
             reflectance = render_optical(
                 state, bands, rng, sky, inp.top_of_atmosphere, _thermal_offset_k(doy)
             )
@@ -374,6 +401,11 @@ def _write_date(
         paths[inp.name] = folder / f"{inp.name}_{date.isoformat()}.tif"
         names = [b.name for b in bands]
         write_geotiff(paths[inp.name], data, transform, nodata, names, tags, band_tags(inp))
+    if surfaces:
+        tags = {"ACQUISITION_DATE": date.isoformat(), "SOURCE": source.name, **rng_states}
+        paths[_SURFACE] = folder / f"{_SURFACE}_{date.isoformat()}.tif"
+        data = surface_array(state, sky, missing)
+        write_geotiff(paths[_SURFACE], data, transform, math.nan, SURFACE_BANDS, tags)
     return state, sky, paths
 
 
