@@ -373,7 +373,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {g['goal']} | {g['ours']:.3f} | {g['baseline']:.3f} | "
                      f"{'met' if g['met'] else 'not met'} |")  # fmt: skip
     lines += ["", "Trainable parameters of `rows` count the whole category table and the scale; "
-              "the known rows move at 0.1 × the learning rate.",
+              "the known rows move at 0.1 × the learning rate. (c) is the same workflow "
+              "(merged vocabularies, imprinted rows) with nothing frozen. Step times are "
+              "wall-clock on a machine shared with other jobs: compare them within a row of "
+              "patches, not across runs.",
               f"Machine: {results['machine']}; {results['seconds']:.0f} s in all."]  # fmt: skip
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ the start) is learnt. The adapters live only while the run trains:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,8 @@ def add_lora(network: nn.Module, options: LoraOptions) -> list[str]:
 
 def lora_layers(network: nn.Module) -> dict[str, nn.Module]:
     """The LoRA layers of ``network`` by name (empty without ``peft`` or adapters)."""
+    if "peft" not in sys.modules:  # no adapter without peft imported; importing it takes seconds
+        return {}
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:
