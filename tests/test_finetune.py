@@ -380,3 +380,20 @@ def test_stsun_fit_fine_tunes_from_a_checkpoint_through_the_cli(tmp_path):
     assert not any("lora" in name for name, _ in network.named_parameters())  # merged
     saved = torch.load(next((tmp_path / "tuned").rglob("last.ckpt")), weights_only=True)
     assert "isprs_rgbir" in str(saved["stsun_data"]) and "sentinel2" not in str(saved["stsun_data"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"freeze": ["trunks"]},
+            r"network part 'trunks' \(in model.freeze\)\. Did you mean 'trunk'",
+        ),
+        ({"lora": {"rank": 0}}, r"model.lora.rank must be an integer >= 1, got 0"),
+        ({"lora": {"r": 8}}, r"model.lora has unknown keys \['r'\]"),
+        ({"known_categories_lr": 2.0}, r"model.known_categories_lr must be in \[0, 1\], got 2.0"),
+    ],
+)
+def test_bad_fine_tuning_options_are_named(options, message):
+    with pytest.raises(ConfigError, match=message):
+        StsunTask("stsun_tiny", sources=FINE, **options).setup("fit")
