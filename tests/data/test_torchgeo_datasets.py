@@ -30,6 +30,7 @@ from stsun_lightning.data.datamodules.benchmarks import (
 )
 from stsun_lightning.data.datamodules.benchmarks.readers import SampleReader
 from stsun_lightning.data.io.files import days_since_epoch
+from stsun_lightning.data.samplers.epochs import EpochIndex
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.sources import build_vocabularies
 
@@ -280,3 +281,26 @@ def test_fit_runs_from_the_config(name, fake_roots, tmp_path):
     logged = cli.trainer.callback_metrics
     assert torch.isfinite(logged["train/loss"])
     assert f"val/{name}/miou" in logged
+
+
+@pytest.mark.parametrize("name", ["l7_irish", "l8_biome"])
+def test_landsat_training_windows_move_every_epoch_and_repeat_for_a_seed(name, fake_roots):
+    def epoch_images(datamodule, epoch):
+        train = datamodule.datasets("train")[0]
+        return [train[EpochIndex(epoch, i)].image for i in range(len(train))]
+
+    datamodule = make_module(name, fake_roots[name])
+    first, second = epoch_images(datamodule, 0), epoch_images(datamodule, 1)
+    assert all(image.shape[-2:] == (PATCH, PATCH) for image in first + second)
+    # Other windows every epoch (most items move), the same ones for the same seed.
+    moved = sum(
+        not torch.equal(a.nan_to_num(-9), b.nan_to_num(-9))
+        for a, b in zip(first, second, strict=True)
+    )
+    assert moved >= len(first) // 2
+    again = epoch_images(make_module(name, fake_roots[name]), 1)
+    assert all(
+        torch.equal(a.nan_to_num(-9), b.nan_to_num(-9)) for a, b in zip(second, again, strict=True)
+    )
+    # A window holds real pixels of its scene (the fakes' only fill is a 6-column strip).
+    assert all(bool(image.isfinite().any()) for image in first)

@@ -457,3 +457,14 @@ def test_invalid_arguments():
         SpectralWorld("unused", scenes_per_source=0)
     subset = SpectralWorld("unused", sources=["canopy_height", "s2_crops"])
     assert subset.sources == ["s2_crops", "canopy_height"]  # registry order
+
+
+def test_val_scenes_hold_out_the_last_scenes_of_each_source(tmp_path):
+    world = SpectralWorld(
+        tmp_path, scene_size=32, scenes_per_source=3, sources=["s2_clouds"], val_scenes=2
+    )
+    splits = [s["split"] for s in world.generate()["sources"]["s2_clouds"]["scenes"]]
+    assert splits == ["train", "val", "val"]
+    assert world.generate()["val_scenes"] == 2
+    with pytest.raises(ValueError, match="val_scenes: expected 0 to scenes_per_source - 1 = 2"):
+        SpectralWorld(tmp_path, scenes_per_source=3, val_scenes=3)

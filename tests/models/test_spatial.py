@@ -161,3 +161,29 @@ def test_windowed_attention_is_attention_within_each_window_of_the_shifted_grid(
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     assert window_segments(h, window, shift)[0][0] == 0
     assert sum(count * length for _, count, length in window_segments(w, window, shift)) == w
+
+
+def test_a_position_offset_shifts_the_code_as_moving_the_grid_does():
+    gsd = torch.tensor([10.0])
+    # An offset of two token spacings (2 * 8 * 10 m) on both axes is the grid two tokens on.
+    shifted = ground_position_encoding(3, 3, 8, gsd, 64, torch.tensor([[160.0, 160.0]]))
+    larger = ground_position_encoding(5, 5, 8, gsd, 64).view(1, 5, 5, 64)[:, 2:, 2:]
+    torch.testing.assert_close(shifted.view(1, 3, 3, 64), larger)
+    zero = ground_position_encoding(3, 4, 8, gsd, 64, torch.zeros(1, 2))
+    torch.testing.assert_close(zero, ground_position_encoding(3, 4, 8, gsd, 64))
+
+
+def test_position_jitter_acts_in_training_only():
+    batch = make_batch(b=2, t=1, c=3, h=32, w=32)
+    model = _model()  # jitter on by default
+    assert model.position_jitter_m == 5_000.0
+    plain = _model(position_jitter_m=0.0)
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(_logits(model, batch), _logits(plain, batch))  # eval: no offset
+    model.train()
+    torch.manual_seed(1)
+    first = model(batch.validate()).logits
+    torch.manual_seed(2)
+    assert not torch.allclose(first, model(batch.validate()).logits)
+    with pytest.raises(ValueError, match="position_jitter_m"):
+        _model(position_jitter_m=-1.0)

@@ -13,6 +13,7 @@ from stsun_lightning.data.io.files import (
     DEFAULT_DATE_PATTERN,
     resolve_sensor,
 )
+from stsun_lightning.data.io.stac import StacQuery
 from stsun_lightning.data.sensors import Sensor
 from stsun_lightning.errors import ConfigError, unknown_name_error
 
@@ -22,6 +23,8 @@ __all__ = ["InputSpec", "LabelSpec", "OutputKindName"]
 @dataclass(frozen=True)
 class InputSpec:
     """One input: a sensor, its files and how they are laid out.
+
+    Its files are named by ``paths``, by a STAC catalog (``stac``), or both.
 
     Attributes:
         name: the input's name in the config.
@@ -36,6 +39,9 @@ class InputSpec:
         scale: factor from stored values to physical ones before normalisation.
         nodata: value that means "no data" (default: the files' own nodata).
         resampling: resampling onto the grid where the file is not on it.
+        stac: a STAC Item, ItemCollection or Catalog whose items are files of this
+            input (config keys ``stac``, ``assets``, ``datetime``, ``bbox``; see
+            :class:`~stsun_lightning.data.io.stac.StacQuery`), or None.
     """
 
     name: str
@@ -47,18 +53,24 @@ class InputSpec:
     scale: float = 1.0
     nodata: float | None = None
     resampling: str = "bilinear"
+    stac: StacQuery | None = None
 
     @classmethod
     def parse(cls, name: str, spec: Mapping[str, Any]) -> InputSpec:
-        """An input from its config mapping (``sensor``, ``paths`` and options).
+        """An input from its config mapping (``sensor``, ``paths`` and/or ``stac``, options).
 
         Raises:
             ConfigError: a missing or unknown key, or an option of the wrong type or value,
                 naming the input and the field.
             UnknownNameError: an unknown sensor or band, with the closest match.
         """
-        allowed = {f for f in cls.__dataclass_fields__ if f != "name"}
-        _check_keys(f"Input {name!r}", spec, {"sensor", "paths"}, allowed)
+        allowed = {f for f in cls.__dataclass_fields__ if f != "name"} | _STAC_KEYS
+        _check_keys(f"Input {name!r}", spec, {"sensor"}, allowed)
+        if not spec.get("paths") and not spec.get("stac"):
+            raise ConfigError(
+                f"Input {name!r} names no files: give 'paths' (files, folders or globs) or "
+                "'stac' (a STAC Item, ItemCollection or Catalog), or both."
+            )
         sensor = resolve_sensor(spec["sensor"], name)
         bands = tuple(spec.get("bands") or sensor.band_names)
         for band in bands:
@@ -66,8 +78,9 @@ class InputSpec:
                 raise unknown_name_error(
                     f"band of sensor {sensor.name!r}", band, sensor.band_names, f"input {name!r}"
                 )
-        paths = spec["paths"]
-        options = {k: v for k, v in spec.items() if k not in ("sensor", "paths", "bands")}
+        paths = spec.get("paths") or ()
+        layout = {"sensor", "paths", "bands", "stac", *_STAC_KEYS}
+        options = {k: v for k, v in spec.items() if k not in layout}
         _check_options(name, options)
         return cls(
             name,
@@ -75,9 +88,11 @@ class InputSpec:
             (paths,) if isinstance(paths, str) else tuple(paths),
             bands,
             **options,
+            stac=StacQuery.parse(name, spec, sensor),
         )
 
 
+_STAC_KEYS = {"assets", "datetime", "bbox"}
 _RESAMPLING = tuple(r.name for r in Resampling)
 
 

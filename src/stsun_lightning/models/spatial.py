@@ -80,7 +80,9 @@ def encode_ground_positions(
     return torch.cat([angles.sin() * amplitude, angles.cos() * amplitude], -1)
 
 
-def ground_position_encoding(h: int, w: int, patch_size: int, gsd_m: Tensor, dim: int) -> Tensor:
+def ground_position_encoding(
+    h: int, w: int, patch_size: int, gsd_m: Tensor, dim: int, offset_m: Tensor | None = None
+) -> Tensor:
     """2-D code of each token centre's ground position (:func:`encode_ground_positions`).
 
     Args:
@@ -89,20 +91,30 @@ def ground_position_encoding(h: int, w: int, patch_size: int, gsd_m: Tensor, dim
         patch_size: pixels per token side.
         gsd_m: (B,) metres per pixel.
         dim: encoding width, a multiple of 4.
+        offset_m: (B, 2) metres added to every (row, column) position, or None: where the
+            grid's corner lies in the encoding (a random offset in training makes every
+            phase of every wavelength seen, whatever the size of the training patches).
 
     Returns:
         (B, h * w, dim): first half codes the row (northing), second the column;
-        positions are metres from the top-left token's outer corner.
+        positions are metres from the top-left token's outer corner (plus ``offset_m``).
     """
     if dim % 4:
         raise ValueError(f"Position encoding width must be a multiple of 4, got {dim}.")
+    b = gsd_m.shape[0]
     spacing = patch_size * gsd_m.float()  # (B,) metres per token
     centres = torch.arange(max(h, w), device=gsd_m.device, dtype=torch.float32) + 0.5
     positions = centres[None] * spacing[:, None]  # (B, max(h, w))
-    code = encode_ground_positions(positions, spacing, dim // 4)  # (B, max(h, w), dim / 2)
-    row_enc = code[:, :h, None, :].expand(-1, h, w, -1)
-    col_enc = code[:, None, :w, :].expand(-1, h, w, -1)
-    return torch.cat([row_enc, col_enc], -1).reshape(gsd_m.shape[0], h * w, dim)
+    if offset_m is None:
+        code = encode_ground_positions(positions, spacing, dim // 4)  # (B, max(h, w), dim / 2)
+        row_code, col_code = code[:, :h], code[:, :w]
+    else:
+        offset_m = offset_m.to(positions)
+        row_code = encode_ground_positions(positions[:, :h] + offset_m[:, :1], spacing, dim // 4)
+        col_code = encode_ground_positions(positions[:, :w] + offset_m[:, 1:], spacing, dim // 4)
+    row_enc = row_code[:, :, None, :].expand(-1, h, w, -1)
+    col_enc = col_code[:, None, :, :].expand(-1, h, w, -1)
+    return torch.cat([row_enc, col_enc], -1).reshape(b, h * w, dim)
 
 
 def real_token_origin(token_valid: Tensor) -> Tensor:

@@ -27,12 +27,13 @@ from stsun_lightning.data.datamodules.prediction import (
     prediction_statistics,
 )
 from stsun_lightning.data.datasets.frames import FrameRule
-from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, files_of
+from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, files_of, input_files
 from stsun_lightning.data.datasets.labels import LabelRaster
 from stsun_lightning.data.datasets.patches import PatchRef, ScenePatchDataset
 from stsun_lightning.data.datasets.scene_statistics import scene_statistics
 from stsun_lightning.data.datasets.scenes import Scene, build_series, prediction_scenes
 from stsun_lightning.data.datasets.windows import PredictionJob
+from stsun_lightning.data.io.files import RasterFile
 from stsun_lightning.data.io.grid import Extent, Grid, grid_of
 from stsun_lightning.data.io.statistics import (
     Statistics,
@@ -191,7 +192,7 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
             is_image=False,
             name="labels",
         )
-        files = {n: files_of(spec.paths, n) for n, spec in self.input_specs.items()}
+        files = {n: input_files(spec) for n, spec in self.input_specs.items()}
         series = build_series(
             self.input_specs,
             files,
@@ -274,11 +275,18 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
             n: [s.sensor.name, list(s.bands), s.scale, s.nodata, s.resampling, s.separate_files]
             for n, s in self.input_specs.items()
         }
+        # What a catalog says of its files (dates, bands) is part of what was read.
+        catalogued = [
+            [f.path, f.day.isoformat(), list(f.bands)]
+            for files in self.scene.files.values()
+            for f in files
+            if isinstance(f, RasterFile)
+        ]
         grid = self.scene.series.grid
         key = files_key(
             paths,
             [specs, grid.crs.to_wkt(), grid.res, grid.origin, self.split_spec, patch,
-             self.hparams.seed, self.frame_rule.to_dict()],
+             self.hparams.seed, self.frame_rule.to_dict(), catalogued],
         )  # fmt: skip
         folder = Path(self.hparams.statistics_cache or _DEFAULT_CACHE)
         return cached_statistics(

@@ -48,7 +48,7 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         root: cache folder of the world.
         seed: seed of the world.
         scene_size: side of each scene in pixels.
-        scenes_per_source: scenes per source (the last is for validation).
+        scenes_per_source: scenes per source (the last ``val_scenes`` are for validation).
         source_names: names of the world's sources to use (default: all).
         patch_size: side of training and validation patches in pixels.
         batch_size: patches per batch.
@@ -62,6 +62,7 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         predict_overlap: overlap of prediction windows, blended smoothly (default: a
             quarter of the window).
         batch_format: ``"stsun"`` or ``"torchgeo"`` (see :class:`StsunDataModule`).
+        val_scenes: held-out scenes per source.
     """
 
     def __init__(
@@ -80,13 +81,16 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         predict_window: int | None = None,
         predict_overlap: int | None = None,
         batch_format: BatchFormat = "stsun",
+        val_scenes: int = 1,
     ) -> None:
         super().__init__(
             batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
         )
         self.save_hyperparameters()
         self.root = Path(root)
-        self.world = SpectralWorld(self.root, seed, scene_size, scenes_per_source, source_names)
+        self.world = SpectralWorld(
+            self.root, seed, scene_size, scenes_per_source, source_names, val_scenes
+        )
         self.manifest = self.world.generate()
         self.source_infos = [
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())

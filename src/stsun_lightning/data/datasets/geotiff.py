@@ -16,6 +16,10 @@ reader matter here:
 Files on the grid are read with one windowed read of all their bands; a file in
 another CRS or resolution is read through a ``WarpedVRT`` aligned to the grid's pixels,
 so every input lands pixel for pixel on the labels.
+
+A file is found by path (its date from its name or tags, its band from its name) or
+named by a STAC catalog (a :class:`~stsun_lightning.data.io.files.RasterFile`: its date
+and bands as the catalog states them); the two are read alike.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torchgeo.datasets.utils import GeoSlice
 
 from stsun_lightning.data.io.files import (
     DEFAULT_DATE_PATTERN,
+    RasterFile,
     days_since_epoch,
     find_raster_files,
     name_date,
@@ -45,9 +50,15 @@ from stsun_lightning.data.io.files import (
 )
 from stsun_lightning.data.io.grid import Grid, RasterLayout, _GridOpener, read_on_grid
 from stsun_lightning.data.io.handles import Handles
+from stsun_lightning.data.io.stac import stac_files
+from stsun_lightning.data.spec import InputSpec
 from stsun_lightning.errors import RasterMismatchError, unreadable_file_error
 
-__all__ = ["GeoTiffRasterDataset", "band_token", "files_of"]
+__all__ = ["GeoTiffRasterDataset", "band_token", "files_of", "input_files"]
+
+# Per file band, the input channel it fills (None: not read); None for a file whose
+# bands are the input's, in order.
+Channels = tuple[int | None, ...] | None
 
 
 class GeoTiffRasterDataset(RasterDataset):
@@ -62,7 +73,7 @@ class GeoTiffRasterDataset(RasterDataset):
     one frame.
 
     Args:
-        files: the raster files.
+        files: the raster files (paths, or files a STAC catalog names).
         bands: the bands (inputs) or ``("label",)``.
         grid: the grid to read onto (its CRS and resolution become the dataset's).
         separate_files: one file per band (the band's name a token of the file name).
@@ -77,7 +88,7 @@ class GeoTiffRasterDataset(RasterDataset):
 
     def __init__(
         self,
-        files: Sequence[Path],
+        files: Sequence[Path | RasterFile],
         bands: Sequence[str],
         grid: Grid,
         separate_files: bool = False,
@@ -97,14 +108,25 @@ class GeoTiffRasterDataset(RasterDataset):
         self.handles = Handles(_GridOpener(grid, self._resampling, nodata))
         self._checked: dict[str, int] = {}
         self._layouts: dict[str, RasterLayout] = {}  # per file, looked up on first read
+        self.catalogued = {f.path: f for f in files if isinstance(f, RasterFile)}
         super().__init__(
-            paths=[str(f) for f in files],
+            paths=[f.path if isinstance(f, RasterFile) else str(f) for f in files],
             crs=pyproj.CRS.from_user_input(grid.crs.to_wkt()),
             res=grid.res,
             cache=False,
             time_series=True,
         )
         self._annotate()
+
+    @property
+    def files(self) -> list[str]:
+        """The files given, each once, in order (already found: never searched again)."""
+        return sorted(set(self.paths))
+
+    def _where(self, path: str | Path) -> str:
+        """A file for messages: its path, and where its catalog names it."""
+        known = self.catalogued.get(str(path))
+        return f"{path} ({known.origin})" if known else str(path)
 
     @property
     def resampling(self) -> Resampling:
@@ -118,19 +140,20 @@ class GeoTiffRasterDataset(RasterDataset):
                 has_crs, count = src.crs is not None, src.count
         except rasterio.errors.RasterioIOError as error:
             raise unreadable_file_error(
-                filepath, error, input_name=self.input_name, action="open"
+                self._where(filepath), error, input_name=self.input_name, action="open"
             ) from None
         if not has_crs:
             raise RasterMismatchError(
-                f"Input {self.input_name!r}: {filepath} has no CRS; inputs and labels are "
+                f"Input {self.input_name!r}: {self._where(filepath)} has no CRS; inputs and labels are "
                 "aligned by their coordinates, so every file needs one."
             )
         self._checked[str(filepath)] = count
         return super()._load_warp_file(filepath, crs)
 
     def _filepath_to_timestamp(self, filepath: Path) -> tuple[datetime, datetime]:
-        """The file's day from its name or tags; unbounded for a static file."""
-        day = name_date(Path(filepath), self.date_pattern)
+        """The file's day from its catalog, name or tags; unbounded for a static file."""
+        known = self.catalogued.get(str(filepath))
+        day = known.day if known else name_date(Path(filepath), self.date_pattern)
         if day is None:
             try:
                 with rasterio.open(filepath) as src:
@@ -150,34 +173,57 @@ class GeoTiffRasterDataset(RasterDataset):
         Kept beside the index, not in it: TorchGeo's ``IntersectionDataset`` merges
         the indexes' columns and would clash on them.
         """
-        self.band_of: dict[str, str | None] = {}
+        self.band_of: dict[str, Channels] = {}
         self.day_of: dict[str, date | None] = {}
+        unnamed = set()
         for path, interval in zip(self.index.filepath, self.index.index, strict=True):
             path = str(path)
             static = interval.left == pd.Timestamp.min
             self.day_of[path] = None if static else interval.left.date()
-            if self.separate_files:
-                self.band_of[path] = band_token(Path(path), self.file_bands)
-                continue
             count = self._checked.get(path)
-            if self.is_image and count is not None and count != len(self.file_bands):
+            if path in self.catalogued:
+                self.band_of[path] = self._catalogued_channels(self.catalogued[path], count)
+            elif self.separate_files:
+                band = band_token(Path(path), self.file_bands)
+                if self.is_image and band is not None and count not in (None, 1):
+                    raise RasterMismatchError(
+                        f"Input {self.input_name!r}: {path} has {count} bands, expected 1 "
+                        f"(separate_files: one file per band, here {band})."
+                    )
+                self.band_of[path] = None if band is None else (self.file_bands.index(band),)
+                if band is None:
+                    unnamed.add(path)
+            elif self.is_image and count is not None and count != len(self.file_bands):
                 raise RasterMismatchError(
                     f"Input {self.input_name!r}: {path} has {count} band(s), expected "
                     f"{len(self.file_bands)} ({', '.join(self.file_bands)}): list the bands "
                     "stored in each file, in order, under 'bands', or set "
                     "separate_files: true for one file per band."
                 )
-            self.band_of[path] = None
-        if self.separate_files:
-            keep = [self.band_of[str(p)] is not None for p in self.index.filepath]
-            self.index = self.index[keep]
-            self.band_of = {p: b for p, b in self.band_of.items() if b is not None}
+            else:
+                self.band_of[path] = None
+        if unnamed:
+            self.index = self.index[[str(p) not in unnamed for p in self.index.filepath]]
+            self.band_of = {p: b for p, b in self.band_of.items() if p not in unnamed}
             self.day_of = {p: self.day_of[p] for p in self.band_of}
             if self.index.empty:
                 raise RasterMismatchError(
                     f"Input {self.input_name!r}: no file name holds a band name of "
                     f"{list(self.file_bands)} as a token (e.g. scene_20200101_B04.tif)."
                 )
+
+    def _catalogued_channels(self, file: RasterFile, count: int | None) -> Channels:
+        """The channels a catalogued file fills, its band count checked against its catalog."""
+        if count is not None and count != len(file.bands):
+            raise RasterMismatchError(
+                f"Input {self.input_name!r}: {file.path} ({file.origin}) has {count} band(s), "
+                f"but the catalog gives it {len(file.bands)}: list the bands it stores, in "
+                "order, under 'assets' ({asset key: [bands]})."
+            )
+        channels = tuple(
+            self.file_bands.index(b) if b in self.file_bands else None for b in file.bands
+        )
+        return None if channels == tuple(range(len(self.file_bands))) else channels
 
     @property
     def dated(self) -> bool:
@@ -272,7 +318,9 @@ class GeoTiffRasterDataset(RasterDataset):
         try:
             return read_on_grid(handle, layout, bounds, shape, out)
         except rasterio.errors.RasterioIOError as error:
-            raise unreadable_file_error(path, error, input_name=self.input_name) from None
+            raise unreadable_file_error(
+                self._where(path), error, input_name=self.input_name
+            ) from None
 
     def _mosaic(
         self,
@@ -284,9 +332,14 @@ class GeoTiffRasterDataset(RasterDataset):
         out = np.full((len(self.file_bands), *shape), np.nan, dtype=np.float32)
         for path in paths:
             values = self._read(path, bounds, shape)
-            band = self.band_of[path]
-            target = out if band is None else out[self.file_bands.index(band) :][:1]
-            np.copyto(target, values, where=np.isnan(target))
+            channels = self.band_of[path]
+            if channels is None:
+                np.copyto(out, values, where=np.isnan(out))
+                continue
+            for stored, channel in enumerate(channels):
+                if channel is not None:
+                    target = out[channel]
+                    np.copyto(target, values[stored], where=np.isnan(target))
         return out
 
     def __getitem__(self, index: GeoSlice) -> dict[str, Any]:
@@ -332,3 +385,18 @@ def band_token(path: Path, bands: Sequence[str]) -> str | None:
 def files_of(spec_paths: Sequence[str], name: str) -> list[Path]:
     """The raster files of an input (see :func:`find_raster_files`), each once."""
     return sorted(set(find_raster_files(list(spec_paths), name)))
+
+
+def input_files(spec: InputSpec) -> list[Path | RasterFile]:
+    """The files of an input: found by its ``paths``, then named by its ``stac`` catalog.
+
+    Raises:
+        MissingFileError: a path that matches no raster, a catalog or a local asset
+            that does not exist.
+        ConfigError: a catalog whose items or assets do not fit the input
+            (see :func:`~stsun_lightning.data.io.stac.stac_files`).
+    """
+    found: list[Path | RasterFile] = list(files_of(spec.paths, spec.name)) if spec.paths else []
+    if spec.stac is not None:
+        found += stac_files(spec.stac, spec.sensor, spec.bands, spec.name)
+    return found

@@ -22,9 +22,10 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from stsun_lightning.data.datasets.frames import FrameRule
-from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, band_token, files_of
+from stsun_lightning.data.datasets.geotiff import GeoTiffRasterDataset, band_token, input_files
 from stsun_lightning.data.datasets.labels import LabelRaster
 from stsun_lightning.data.datasets.series import RasterSeries
+from stsun_lightning.data.io.files import RasterFile
 from stsun_lightning.data.io.grid import Extent, Grid, grid_of
 from stsun_lightning.data.io.statistics import Statistics
 from stsun_lightning.data.spec import InputSpec
@@ -51,7 +52,7 @@ class Scene:
     series: RasterSeries
     extent: Extent
     labels: LabelRaster | None = None
-    files: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+    files: Mapping[str, tuple[Path | RasterFile, ...]] = field(default_factory=dict)
 
     @functools.cached_property
     def gsd_m(self) -> float:
@@ -61,7 +62,7 @@ class Scene:
 
 def build_series(
     specs: Mapping[str, InputSpec],
-    files: Mapping[str, Sequence[Path]],
+    files: Mapping[str, Sequence[Path | RasterFile]],
     grid: Grid,
     rule: FrameRule,
     label_days: Sequence = (),
@@ -103,8 +104,11 @@ def build_series(
     return RasterSeries(datasets, frames, grid, statistics)
 
 
-def scene_key(path: Path, spec: InputSpec, scene_pattern: str | None = None) -> str:
+def scene_key(path: Path | RasterFile, spec: InputSpec, scene_pattern: str | None = None) -> str:
     """The scene a file of ``spec`` belongs to: its name without date (and band token).
+
+    A file named by a STAC catalog belongs to its item's scene (``grid:code``, else its
+    collection), whatever ``scene_pattern``: its href need not name the scene.
 
     Args:
         path: the file.
@@ -114,6 +118,8 @@ def scene_key(path: Path, spec: InputSpec, scene_pattern: str | None = None) -> 
     Raises:
         ConfigError: ``scene_pattern`` does not match the file name.
     """
+    if isinstance(path, RasterFile):
+        return path.scene
     if scene_pattern:
         match = re.search(scene_pattern, path.stem)
         if not match or match.groupdict().get("scene") is None:
@@ -129,8 +135,12 @@ def scene_key(path: Path, spec: InputSpec, scene_pattern: str | None = None) -> 
     return key or path.parent.name
 
 
-def _footprint(path: Path, name: str, crs: CRS) -> Bounds:
-    """``(left, bottom, right, top)`` of a raster in ``crs``."""
+def _footprint(path: Path | RasterFile, name: str, crs: CRS) -> Bounds:
+    """``(left, bottom, right, top)`` of a raster in ``crs`` (a catalog's, where it states it)."""
+    if isinstance(path, RasterFile):
+        if path.georef is not None:
+            return transform_bounds(path.georef.crs, crs, *path.georef.bounds)
+        path = path.path  # type: ignore[assignment]
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
@@ -180,8 +190,8 @@ def prediction_scenes(
     """
     (first, reference), *_ = specs.items()
     footprint = functools.cache(_footprint)  # scenes share the other inputs' files
-    files = {name: files_of(spec.paths, name) for name, spec in specs.items()}
-    groups: dict[str, list[Path]] = {}
+    files = {name: input_files(spec) for name, spec in specs.items()}
+    groups: dict[str, list[Path | RasterFile]] = {}
     for path in files[first]:
         groups.setdefault(scene_key(path, reference, scene_pattern), []).append(path)
     scenes = []

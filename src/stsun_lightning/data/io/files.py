@@ -9,17 +9,22 @@ from __future__ import annotations
 import glob
 import math
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import Affine
 
 from stsun_lightning.data.sensors import Sensor, get_sensor, load_sensor_yaml
 from stsun_lightning.errors import ConfigError, MissingFileError
 
 __all__ = [
     "DEFAULT_DATE_PATTERN",
+    "Georeference",
+    "RasterFile",
     "days_since_epoch",
     "file_date",
     "find_raster_files",
@@ -34,6 +39,54 @@ __all__ = [
 DEFAULT_DATE_PATTERN = r"(?P<date>\d{4}-?\d{2}-?\d{2})"
 _RASTER_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
 _DATE_TAGS = ("ACQUISITION_DATE", "DATE", "TIFFTAG_DATETIME")
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where a raster lies, known without opening it (e.g. from STAC's ``proj`` extension).
+
+    Attributes:
+        crs: its CRS.
+        transform: its affine transform (pixel corner to CRS coordinates).
+        shape: (rows, columns).
+    """
+
+    crs: CRS
+    transform: Affine
+    shape: tuple[int, int]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in its CRS."""
+        rows, cols = self.shape
+        xs, ys = zip(*(self.transform @ (c, r) for c in (0, cols) for r in (0, rows)), strict=True)
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+@dataclass(frozen=True)
+class RasterFile:
+    """A raster of an input whose date, bands and scene a catalog states (STAC).
+
+    Files found by path take these from their names and tags instead; both are read by
+    the same reader.
+
+    Attributes:
+        path: what rasterio opens: a local path or a GDAL virtual path
+            (``/vsicurl/https://...``).
+        day: its acquisition date.
+        bands: the band stored in each of its bands, in order; None for a band the
+            input does not read.
+        scene: the scene it belongs to at prediction.
+        origin: where the catalog names it, for messages (``item 'x', asset 'B04'``).
+        georef: its CRS, transform and shape when the catalog states them.
+    """
+
+    path: str
+    day: date
+    bands: tuple[str | None, ...]
+    scene: str
+    origin: str
+    georef: Georeference | None = None
 
 
 def find_raster_files(paths: str | list[str], input_name: str) -> list[Path]:

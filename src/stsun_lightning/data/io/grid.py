@@ -17,7 +17,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from stsun_lightning.data.io.files import gsd_metres
+from stsun_lightning.data.io.files import RasterFile, gsd_metres
 from stsun_lightning.errors import ConfigError, RasterMismatchError, unreadable_file_error
 
 __all__ = ["Extent", "Grid", "RasterLayout", "grid_of", "has_mask", "read_on_grid"]
@@ -179,9 +179,12 @@ def has_mask(handle: rasterio.io.DatasetReader | WarpedVRT) -> bool:
 
 
 def grid_of(
-    path: Path, crs: str | None = None, res: float | None = None, input_name: str = ""
+    path: Path | RasterFile, crs: str | None = None, res: float | None = None, input_name: str = ""
 ) -> Grid:
     """The grid of a raster file, optionally in another CRS or resolution.
+
+    A file whose catalog states its CRS and transform (STAC's ``proj`` extension) is not
+    opened.
 
     Args:
         path: the reference raster (the labels, else the first input).
@@ -193,12 +196,19 @@ def grid_of(
         InputFileError: the file cannot be opened as a raster.
         RasterMismatchError: the file has no CRS.
     """
-    try:
-        with rasterio.open(path) as src:
-            src_crs, transform, bounds = src.crs, src.transform, src.bounds
-            longest = max(src.width, src.height)
-    except rasterio.errors.RasterioIOError as error:
-        raise unreadable_file_error(path, error, input_name=input_name, action="open") from None
+    georef = path.georef if isinstance(path, RasterFile) else None
+    if isinstance(path, RasterFile):
+        path = path.path  # type: ignore[assignment]
+    if georef is not None:
+        src_crs, transform, bounds = georef.crs, georef.transform, georef.bounds
+        longest = max(georef.shape)
+    else:
+        try:
+            with rasterio.open(path) as src:
+                src_crs, transform, bounds = src.crs, src.transform, src.bounds
+                longest = max(src.width, src.height)
+        except rasterio.errors.RasterioIOError as error:
+            raise unreadable_file_error(path, error, input_name=input_name, action="open") from None
     if src_crs is None:
         where = f"Input {input_name!r}: " if input_name else ""
         raise RasterMismatchError(f"{where}{path} has no CRS; the grid cannot be defined from it.")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stsun_lightning.data.io.files import RasterFile
 from stsun_lightning.errors import ConfigError
 from stsun_lightning.io import write_json_atomic
 
@@ -129,12 +130,20 @@ class MomentAccumulator:
         return InputStatistics(tuple(bands), tuple(map(float, mean)), tuple(map(float, std)))
 
 
-def files_key(paths: Iterable[Path], extra: object) -> str:
-    """A key of files' names, sizes and modification times (and ``extra``), for caches."""
-    listing = sorted(
-        f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (Path(q) for q in paths)
-    )
+def files_key(paths: Iterable[Path | RasterFile], extra: object) -> str:
+    """A key of files' names, sizes and modification times (and ``extra``), for caches.
+
+    A remote file (a GDAL virtual path such as ``/vsicurl/...``) is keyed by its name.
+    """
+    listing = sorted(_file_key(p.path if isinstance(p, RasterFile) else p) for p in paths)
     return hashlib.sha256(json.dumps([listing, extra], sort_keys=True).encode()).hexdigest()
+
+
+def _file_key(path: str | Path) -> str:
+    if str(path).startswith("/vsi"):
+        return str(path)
+    stat = Path(path).stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def cached_statistics(cache: Path, key: str, compute: Callable[[], Statistics]) -> Statistics:

@@ -1,10 +1,11 @@
 """Wrappers of TorchGeo's Landsat cloud-mask benchmarks: L7 Irish and L8 Biome.
 
 Both are TorchGeo ``GeoDataset`` s (whole Landsat scenes and their manual masks, read
-through a common CRS), so patches are located with TorchGeo's samplers: random patches
-inside each training scene, a grid over each evaluation scene. The locations are drawn
-once, from the seed, into a fixed list; the project's rank-aware batch sampler then
-draws from that list, so every DDP rank sees its own share.
+through a common CRS). Evaluation covers each held-out scene with TorchGeo's
+``GriddedPatchSampler``. Training has ``samples_per_scene`` items per training scene,
+each a window of the scene's bounding box at a place drawn afresh every epoch from
+``(seed, epoch, index)`` (as every training dataset of the project), so a rerun or a
+resumed run sees the same patches, every epoch others, and each DDP rank its own share.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import numpy as np
 import pandas as pd
 import torch
 from torchgeo.datasets import L7Irish, L8Biome
-from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
+from torchgeo.samplers import GriddedPatchSampler
 
 from stsun_lightning.data.datamodules.base import Split
 from stsun_lightning.data.datamodules.benchmarks.base import TorchGeoDataModule
 from stsun_lightning.data.datamodules.benchmarks.readers import (
     Example,
     SampleReader,
+    Window,
     apply_table,
     label_table,
 )
 from stsun_lightning.data.io.files import days_since_epoch
+from stsun_lightning.data.samplers.epochs import item_rng
 
 __all__ = ["CLOUD_CATEGORIES", "L7IrishDataModule", "L8BiomeDataModule", "LandsatCloudDataModule"]
 
@@ -35,8 +38,22 @@ CLOUD_CATEGORIES = ("cloud_shadow", "clear", "thin_cloud", "cloud")
 GeoSlice = tuple[slice, slice, slice]
 
 
+_PREVIEW_STREAM = 17  # where a training item's statistics preview is read
+
+
+def _patch_example(sample: dict[str, Any], date: float, patch_size: int) -> Example:
+    """One frame of TorchGeo's sample; fill (all bands 0) is missing data, its label ignored."""
+    image = sample["image"].float()  # (C, H, W)
+    image = torch.where((image == 0).all(0), float("nan"), image)
+    table = label_table({i + 1: i for i in range(len(CLOUD_CATEGORIES))})
+    target = apply_table(table, sample["mask"])
+    example = Example(image[None], target, torch.tensor([date], dtype=torch.float64))
+    # Exact size, whatever the rounding of the warp.
+    return example.crop((0, 0, patch_size, patch_size))
+
+
 class _PatchReader(SampleReader):
-    """Patches of a Landsat GeoDataset at fixed locations.
+    """Patches of a Landsat GeoDataset at fixed locations (the evaluation grid).
 
     Args:
         dataset: the TorchGeo GeoDataset (image and mask).
@@ -52,7 +69,6 @@ class _PatchReader(SampleReader):
         self.slices = slices
         self.patch_dates = dates
         self.patch_size = patch_size
-        self.table = label_table({i + 1: i for i in range(len(CLOUD_CATEGORIES))})
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -62,19 +78,95 @@ class _PatchReader(SampleReader):
         return self.dataset[self.slices[index]]
 
     def convert(self, sample: dict[str, Any], index: int) -> Example:
-        """One frame; fill (all bands 0) is missing data, and its label ignored."""
-        image = sample["image"].float()  # (C, H, W)
-        image = torch.where((image == 0).all(0), float("nan"), image)
-        target = apply_table(self.table, sample["mask"])
-        p = self.patch_size
-        example = Example(
-            image[None], target, torch.tensor([self.patch_dates[index]], dtype=torch.float64)
-        )
-        return example.crop((0, 0, p, p))  # exact size, whatever the rounding of the warp
+        """One frame, cropped to the patch."""
+        return _patch_example(sample, self.patch_dates[index], self.patch_size)
 
     def shape(self, index: int) -> tuple[int, int]:
         """Every patch is ``patch_size`` square."""
         return self.patch_size, self.patch_size
+
+
+class _SceneWindowReader(SampleReader):
+    """Windows anywhere in some scenes of a Landsat GeoDataset (the training items).
+
+    Item ``i`` is the ``i % samples_per_scene``-th item of scene ``scenes[i //
+    samples_per_scene]``; its size is the scene's bounding box in pixels at the
+    dataset's resolution, and :meth:`read_window` reads one window of it through
+    TorchGeo (only that window is read), so the caller chooses where.
+
+    Args:
+        dataset: the TorchGeo GeoDataset (image and mask).
+        scenes: rows of ``dataset.index``.
+        samples_per_scene: items per scene.
+        patch_size: side of the statistics preview window.
+        seed: seed of where the statistics preview of each item lies.
+    """
+
+    def __init__(
+        self, dataset: Any, scenes: list[int], samples_per_scene: int, patch_size: int, seed: int
+    ) -> None:
+        super().__init__(dataset)
+        index = dataset.index
+        self.samples_per_scene = samples_per_scene
+        self.patch_size = patch_size
+        self.seed = seed
+        self.res_x, self.res_y = (float(r) for r in dataset.res)
+        self.bounds: list[tuple[float, float, float, float]] = []
+        self.times: list[slice] = []
+        self.scene_dates: list[float] = []
+        for scene in scenes:
+            interval: pd.Interval = index.index[scene]
+            self.bounds.append(tuple(float(v) for v in index.geometry.iloc[scene].bounds))
+            self.times.append(slice(interval.left, interval.right))
+            self.scene_dates.append(days_since_epoch(interval.left.date()))
+
+    def __len__(self) -> int:
+        return len(self.bounds) * self.samples_per_scene
+
+    def convert(self, sample: dict[str, Any], index: int) -> Example:
+        """Not used: items are read by window only."""
+        raise TypeError("Training scenes are read by window (read_window), never whole.")
+
+    def shape(self, index: int) -> tuple[int, int]:
+        """(rows, cols) of the bounding box of item ``index``'s scene."""
+        minx, miny, maxx, maxy = self.bounds[index // self.samples_per_scene]
+        return round((maxy - miny) / self.res_y), round((maxx - minx) / self.res_x)
+
+    def read_window(self, index: int, window: Window) -> Example:
+        """The (row, col, height, width) window of item ``index``'s scene (square).
+
+        Args:
+            index: the item.
+            window: its (row, col, height, width) in the scene's pixels from the top left
+                corner of its bounding box; it may reach past the scene (read as fill).
+
+        Returns:
+            An example of (1, C, height, height).
+        """
+        row, col, height, width = window
+        if height != width:
+            raise ValueError(f"Landsat cloud windows are square, got {height} x {width}.")
+        scene = index // self.samples_per_scene
+        minx, _, _, maxy = self.bounds[scene]
+        x0, y1 = minx + col * self.res_x, maxy - row * self.res_y
+        query = (
+            slice(x0, x0 + width * self.res_x),
+            slice(y1 - height * self.res_y, y1),
+            self.times[scene],
+        )
+        return _patch_example(self.dataset[query], self.scene_dates[scene], height)
+
+    def preview(self, index: int, stride: int) -> torch.Tensor:
+        """(1, C, h, w) raw values at every ``stride``-th pixel of one patch of the item.
+
+        The patch lies where ``(seed, index)`` says, the same in every run, so the
+        statistics stay cacheable.
+        """
+        rows, cols = self.shape(index)
+        p = self.patch_size
+        rng = item_rng(self.seed, _PREVIEW_STREAM, 0, index)
+        row, col = int(rng.integers(max(rows - p, 0) + 1)), int(rng.integers(max(cols - p, 0) + 1))
+        return self.read_window(index, (row, col, p, p)).image[..., ::stride, ::stride]
 
 
 class LandsatCloudDataModule(TorchGeoDataModule):
@@ -82,8 +174,8 @@ class LandsatCloudDataModule(TorchGeoDataModule):
 
     Neither dataset has splits: scenes are shuffled by ``seed`` and ``val_fraction``
     and ``test_fraction`` of them (at least one each when there are three or more)
-    held out. Training draws ``samples_per_scene`` random patches inside each training
-    scene; evaluation covers each held-out scene with a grid of non-overlapping patches.
+    held out. Training has ``samples_per_scene`` items per training scene, each a window
+    placed anew every epoch inside the scene's bounding box; evaluation covers each held-out scene with a grid of non-overlapping patches.
     Each patch is one frame dated by its scene's file name; the target is the state at
     that frame.
 
@@ -163,48 +255,34 @@ class LandsatCloudDataModule(TorchGeoDataModule):
         return (reader, list(range(len(reader)))) if len(reader) else None
 
     def patch_reader(self, dataset: Any, scenes: list[int], random: bool) -> SampleReader:
-        """Patches of some scenes: random (``samples_per_scene`` each) or a grid.
+        """Windows of some scenes: drawn per epoch (training) or a grid (evaluation).
 
         Args:
             dataset: the TorchGeo dataset.
             scenes: rows of ``dataset.index``.
-            random: random training patches of ``patch_size``, or a grid of
-                ``eval_patch_size`` patches covering each scene.
+            random: ``samples_per_scene`` training items per scene, each placed by the
+                dataset per epoch; or a grid of ``eval_patch_size`` patches covering
+                each scene.
 
         Returns:
             The reader; each patch's time slice selects its own scene.
         """
+        if random:
+            return _SceneWindowReader(
+                dataset, scenes, self.samples_per_scene, self.patch_size, self.seed
+            )
         index = dataset.index
-        patch = self.patch_size if random else self.eval_patch_size
+        patch = self.eval_patch_size
         slices: list[GeoSlice] = []
         dates: list[float] = []
         for scene in scenes:
             geometry = index.geometry.iloc[scene]
             interval: pd.Interval = index.index[scene]
             when = slice(interval.left, interval.right)
-            if random:
-                locations = self._random_locations(dataset, geometry, scene)
-            else:
-                locations = list(GriddedPatchSampler(dataset, size=patch, roi=geometry))
+            locations = list(GriddedPatchSampler(dataset, size=patch, roi=geometry))
             slices += [(x, y, when) for x, y in locations]
             dates += [days_since_epoch(interval.left.date())] * len(locations)
         return _PatchReader(dataset, slices, dates, patch)
-
-    def _random_locations(
-        self, dataset: Any, geometry: Any, scene: int
-    ) -> list[tuple[slice, slice]]:
-        """``samples_per_scene`` random patches inside one scene (a grid if it is too small)."""
-        patch = self.patch_size
-        sampler = RandomPatchSampler(
-            dataset,
-            size=patch,
-            length=self.samples_per_scene,
-            roi=geometry,
-            generator=np.random.default_rng((self.seed, scene)),
-        )
-        if sampler.series.is_empty.all() or sampler.series.area.sum() <= 0:
-            return list(GriddedPatchSampler(dataset, size=patch, roi=geometry))
-        return list(sampler)
 
 
 class L7IrishDataModule(LandsatCloudDataModule):
