@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import finetune
 from accuracy_data import (
     FARMLAND_SPEC,
     LANDCOVER_SPEC,
@@ -613,7 +614,13 @@ def new_classes(
     val: Stack,
     val_layouts: Sequence[Any],
 ) -> dict[str, Any]:
-    """Experiment 3: learn only the new category rows of a frozen network, or a new head."""
+    """Experiment 3: new category rows through the fine-tuning workflow, or a new head.
+
+    Ours is :func:`finetune.adapt` with ``"rows"``: the checkpoint's vocabulary merged with
+    the fine class set, the new rows imprinted from the mean pixel features of their
+    labelled pixels, everything but the category vocabulary frozen, the known rows, their
+    biases and the scale at 0.1 × the learning rate (``benchmarks/finetune.py``).
+    """
     fine_train = dataclasses.replace(
         train, label=render_labels(train_layouts, 10.0, "fine"), classes=FINE_CLASSES
     )
@@ -623,43 +630,18 @@ def new_classes(
     generator = torch.Generator().manual_seed(cfg.seed + 3)
     image, dates, label = random_crops(fine_train, cfg.patch, cfg.fewshot_patches, generator)
     k = len(FINE_CLASSES)
+    before = copy.deepcopy(trained.state_dict())
+    predict, ours_training = finetune.adapt(
+        "rows", trained, fine_train, (image, dates, label), cfg.fewshot_steps, cfg.seed
+    )
+    assert all(
+        torch.equal(v, trained.state_dict()[n]) for n, v in before.items() if torch.is_tensor(v)
+    ), "the trained network changed"
+    ours = finetune.score(predict, fine_val)
+    new_names = ours_training.pop("new_names")
+
     features = _features(trained, train, image, dates)  # frozen: computed once
     val_features = _features(trained, val, val.image, val.dates)
-    target = label[:, None]
-
-    model = copy.deepcopy(trained)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    old = len(model.categories)
-    new_names = model.category_embedding.add(FINE_CLASSES)
-    table = model.category_embedding.weight
-    with torch.no_grad():
-        table[old:, -1] = 0.0  # new rows start without a bias, like the first ones
-    keep_old = torch.zeros_like(table)
-    keep_old[old:] = 1.0
-    table.register_hook(lambda grad: grad * keep_old)
-    before = table.detach().clone()
-    rows = model.category_embedding.rows(FINE_CLASSES)
-    mask = torch.ones(1, k, dtype=torch.bool)
-
-    def logits_of(feats: Tensor) -> Tensor:
-        rows_b = model.category_embedding(rows.expand(feats.shape[0], k))
-        return model.category_head(feats, rows_b, mask.expand(feats.shape[0], k))
-
-    ours_training = fit(
-        model.category_embedding,
-        lambda _: category_loss(logits_of(features), target),
-        cfg.fewshot_steps,
-        learning_rate=1e-2,
-        weight_decay=0.0,
-        warmup_steps=10,
-    )
-    assert torch.equal(table.detach()[:old], before[:old]), "old category rows changed"
-    with torch.no_grad():
-        ours_metrics = ClassMetrics(FINE_CLASSES)
-        ours_metrics.update(logits_of(val_features)[:, 0].argmax(1), fine_val.label)
-        ours = scores(ours_metrics)
-
     torch.manual_seed(cfg.seed)
     head = nn.Conv2d(features.shape[2], k, 1)
     ce = nn.CrossEntropyLoss(ignore_index=-1)
@@ -706,7 +688,7 @@ def new_classes(
         "new_classes": {
             "new_names": new_names,
             "trained_parameters": {
-                "rows": len(new_names) * table.shape[1],
+                "rows": ours_training["trainable_parameters"],
                 "head": sum(p.numel() for p in head.parameters()),
             },
             "training": {"rows": ours_training, "head": head_training},

@@ -18,6 +18,7 @@ __all__ = [
     "Mlp",
     "Modulation",
     "TaskModulation",
+    "affine_parameters",
     "allow_some_key",
     "fold_modulation",
     "folded_linear",
@@ -42,6 +43,30 @@ def allow_some_key(key_mask: Tensor) -> Tensor:
     return key_mask | ~key_mask.any(-1, keepdim=True)
 
 
+def affine_parameters(linear: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """Weight (Dout, Din) and bias (Dout,) of a linear layer, or of an affine wrapper of one.
+
+    A plain ``nn.Linear`` gives its own parameters. A wrapper (a low-rank adapter around
+    the layer, see :mod:`stsun_lightning.tasks.lora`) is read by applying it: to zeros
+    (the bias) and to the identity (bias + weight), so folding the modulation into the
+    weights keeps what the wrapper adds, without this module knowing the wrapper.
+
+    Args:
+        linear: ``nn.Linear``, or a deterministic affine module with ``in_features``.
+
+    Returns:
+        weight (Dout, Din) and bias (Dout,), or None for a plain layer without one.
+    """
+    if type(linear) is nn.Linear:
+        return linear.weight, linear.bias
+    reference = next(linear.parameters())
+    d_in = int(linear.in_features)
+    with torch.autocast(reference.device.type, enabled=False):
+        probe = torch.cat([reference.new_zeros(1, d_in), torch.eye(d_in).to(reference)])
+        out = linear(probe)  # (1 + Din, Dout)
+    return (out[1:] - out[:1]).t(), out[0]
+
+
 def fold_modulation(
     linear: nn.Linear,
     dtype: torch.dtype,
@@ -61,8 +86,9 @@ def fold_modulation(
     Returns:
         weight (items, Din, Dout) and bias (items, Dout); items = 1 without modulation.
     """
-    weight = linear.weight.t().to(dtype)  # (Din, Dout)
-    bias = linear.bias.to(dtype) if linear.bias is not None else weight.new_zeros(weight.shape[1])
+    weight, bias = affine_parameters(linear)
+    weight = weight.t().to(dtype)  # (Din, Dout)
+    bias = bias.to(dtype) if bias is not None else weight.new_zeros(weight.shape[1])
     folded_weight = weight[None] * (1 + scale)[:, :, None] if scale is not None else weight[None]
     folded_bias = (bias + shift @ weight) if shift is not None else bias[None]
     if gate is not None:

@@ -4,11 +4,17 @@ A dataset speaks of classes and tasks by name; the model holds one trainable row
 name. The same name in two datasets is the same row, and new names append rows, so a
 merged or new class set needs no new head. The names travel in the module's state dict
 (as extra state), so a checkpoint always knows what its rows mean.
+
+Loading a state dict merges: the checkpoint's names keep their rows bit for bit, in the
+checkpoint's order, and the names only this module knows follow, with this module's own
+rows. Those are not learnt yet (:attr:`VocabularyEmbedding.unlearnt`) until a run trains
+or initialises them (see :mod:`stsun_lightning.tasks.imprint`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,7 +22,7 @@ from torch import Tensor, nn
 
 from stsun_lightning.errors import unknown_name_error
 
-__all__ = ["DEFAULT_TASKS", "Vocabulary", "VocabularyEmbedding"]
+__all__ = ["DEFAULT_TASKS", "Vocabulary", "VocabularyEmbedding", "VocabularyMerge"]
 
 DEFAULT_TASKS: tuple[str, ...] = (
     "semantic_segmentation",
@@ -28,6 +34,21 @@ DEFAULT_TASKS: tuple[str, ...] = (
     "band_prediction",
 )
 """Task names every model knows; more can be added."""
+
+
+@dataclass(frozen=True)
+class VocabularyMerge:
+    """What loading a state dict did to one vocabulary.
+
+    Attributes:
+        kind: what the names name ("category", "task", "variable").
+        kept: the checkpoint's names, whose rows were loaded as they are, in row order.
+        new: names only the loading module knew: rows appended after the kept ones.
+    """
+
+    kind: str
+    kept: tuple[str, ...]
+    new: tuple[str, ...]
 
 
 class Vocabulary:
@@ -109,6 +130,10 @@ class VocabularyEmbedding(nn.Module):
         self.dim = dim
         self.init_std = init_std
         self.weight = nn.Parameter(torch.randn(len(self.vocabulary), dim) * init_std)
+        # Names whose rows a loaded checkpoint did not have, until a run learns them.
+        self.unlearnt: list[str] = []
+        # What the last load did (None until a state dict is loaded).
+        self.last_merge: VocabularyMerge | None = None
 
     def forward(self, rows: Tensor) -> Tensor:
         """Rows of the table: (...) long -> (..., dim)."""
@@ -145,14 +170,52 @@ class VocabularyEmbedding(nn.Module):
         self.vocabulary = Vocabulary(state["names"], state.get("kind", self.vocabulary.kind))
 
     def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
     ) -> None:
-        # A checkpoint may hold more (or other) names than this fresh module: take its
-        # vocabulary and resize the table before the rows are copied in.
+        # Merge rather than replace: the checkpoint's names and rows first, exactly as
+        # saved, then the names only this module knows, with the rows it has for them.
         weight = state_dict.get(prefix + "weight")
-        if weight is not None and tuple(weight.shape) != tuple(self.weight.shape):
-            self.weight = nn.Parameter(torch.empty_like(weight, device=self.weight.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        saved = state_dict.get(prefix + "_extra_state")
+        own = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if isinstance(weight, Tensor) and isinstance(saved, dict) and "names" in saved:
+            kept = list(saved["names"])
+            if weight.shape[0] != len(kept) or weight.shape[1:] != self.weight.shape[1:]:
+                # A shape error: leave it to the default loader, which names it.
+                super()._load_from_state_dict(
+                    own, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+                )
+                return
+            new = [n for n in self.vocabulary if n not in set(kept)]
+            own_rows = self.weight.detach()[self.vocabulary.indices(new)] if new else None
+            merged = weight if own_rows is None else torch.cat([weight, own_rows.to(weight)], 0)
+            own[prefix + "weight"] = merged
+            own[prefix + "_extra_state"] = {**saved, "names": kept + new}
+            unlearnt = [n for n in self.unlearnt if n not in set(kept)] + [
+                n for n in new if n not in self.unlearnt
+            ]
+            self.last_merge = VocabularyMerge(self.vocabulary.kind, tuple(kept), tuple(new))
+            self.unlearnt = unlearnt
+        if isinstance(weight, Tensor) and tuple(own[prefix + "weight"].shape) != tuple(
+            self.weight.shape
+        ):
+            self.weight = nn.Parameter(
+                torch.empty_like(own[prefix + "weight"], device=self.weight.device)
+            )
+        super()._load_from_state_dict(
+            own, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def mark_learnt(self, names: Iterable[str] | None = None) -> None:
+        """Count ``names`` (default: all) as learnt: a run trains or initialised their rows."""
+        drop = set(self.unlearnt if names is None else names)
+        self.unlearnt = [n for n in self.unlearnt if n not in drop]
 
     def extra_repr(self) -> str:
         """Kind, rows and width, for printing."""

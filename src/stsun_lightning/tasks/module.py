@@ -5,7 +5,8 @@ It reads top to bottom as TorchGeo's ``BaseTask`` does: the constructor calls
 the optimiser and what a checkpoint carries. Each concern lives in a module of its own:
 ``rows`` (batch rows to network rows), ``losses``, ``balance`` (the loss balance across
 tasks), ``nonfinite`` (skipping a step on every rank), ``evaluation`` and ``metrics``,
-``panels``, ``optimizer``, ``state`` (checkpoint contents and checks).
+``panels``, ``optimizer``, ``state`` (checkpoint contents and checks), and for a run that
+starts from another's weights ``init_from``, ``imprint``, ``parts`` (freezing) and ``lora``.
 
 Under DDP the ranks agree once per training step (one all-reduce of a few numbers) on
 whether to skip it and on the loss balance's measurements; evaluation is reduced once per
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import torch
 from lightning import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -32,10 +34,20 @@ from stsun_lightning.errors import ConfigError, unknown_name_error
 from stsun_lightning.models import StsunOutput, create_model
 from stsun_lightning.tasks.balance import LossBalance
 from stsun_lightning.tasks.evaluation import SourceEvaluation
+from stsun_lightning.tasks.finetune import FineTuning
+from stsun_lightning.tasks.init_from import NETWORK_PREFIX
+from stsun_lightning.tasks.lora import (
+    LORA_STATE_KEY,
+    LoraOptions,
+    lora_layers,
+    lora_state_to_plain,
+    plain_state_to_lora,
+)
 from stsun_lightning.tasks.losses import batch_loss
 from stsun_lightning.tasks.nonfinite import NonFiniteSkips, drop_gradients, zero_through_parameters
 from stsun_lightning.tasks.optimizer import adamw_with_schedule
 from stsun_lightning.tasks.panels import batch_panel
+from stsun_lightning.tasks.parts import KnownRowsRate
 from stsun_lightning.tasks.rows import RowMap
 from stsun_lightning.tasks.state import (
     CHECKPOINT_FORMAT,
@@ -49,7 +61,7 @@ from stsun_lightning.tasks.state import (
 __all__ = ["CHECKPOINT_FORMAT", "StsunTask"]
 
 
-class StsunTask(LightningModule):
+class StsunTask(FineTuning, LightningModule):
     """Trains one STSUN network on many sources and tasks at once.
 
     Each batch comes from one source (one dataset, sensor set and task); its loss is
@@ -87,6 +99,25 @@ class StsunTask(LightningModule):
             network trained on one sensor read other band sets (measured in
             ``benchmarks/accuracy.py``, experiment 1). 0 turns it off.
         min_bands: the fewest bands band dropout leaves an item.
+        init_from: a ``StsunTask`` checkpoint whose network weights start this run (a new
+            run: fresh optimiser, schedule and data record; ``--ckpt_path`` resumes a run
+            instead, and wins over this). Vocabularies merge: the checkpoint's names keep
+            their rows, this run's other names get new rows; the run logs both lists.
+            The network must have the checkpoint's shapes (same preset and overrides).
+        init_categories: new category -> known categories whose mean row it starts from
+            (``{glacier: [snow_ice]}``); the other new categories start from the mean
+            pixel feature of their first labelled pixels (imprinting, see
+            :mod:`~stsun_lightning.tasks.imprint`).
+        imprint_batches: most training batches read to imprint new categories.
+        freeze: parts of the network that do not train (see
+            :data:`~stsun_lightning.tasks.parts.PARTS`: ``band_encoder``, ``tokenizer``,
+            ``date_encoder``, ``trunk``, ``decoder``, ``heads``, ``tasks``, ``variables``,
+            ``categories``; ``backbone`` = the first five); they run in eval mode.
+        known_categories_lr: learning rate of the known category rows (with their biases)
+            and the head's cosine scale, over the run's; new rows learn at the full rate.
+        lora: low-rank adaptation of the trunk's linear layers, ``{rank: 8, alpha: 16}``
+            (needs ``peft``); the trunk's own weights are frozen, the adapters merged back
+            at the end of fit and in every checkpoint (see :mod:`~stsun_lightning.tasks.lora`).
     """
 
     def __init__(
@@ -106,12 +137,23 @@ class StsunTask(LightningModule):
         compile_model: bool = False,
         band_dropout: float = 0.0,
         min_bands: int = 1,
+        init_from: str | None = None,
+        init_categories: dict[str, list[str]] | None = None,
+        imprint_batches: int = 16,
+        freeze: list[str] | None = None,
+        known_categories_lr: float = 1.0,
+        lora: dict[str, int | float] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= band_dropout <= 1.0 or min_bands < 1:
             raise ConfigError(
                 f"band_dropout must be in [0, 1] and min_bands at least 1, got "
                 f"band_dropout={band_dropout}, min_bands={min_bands}."
+            )
+        self.lora = LoraOptions.parse(lora) if lora is not None else None
+        if not 0.0 <= known_categories_lr <= 1.0:
+            raise ConfigError(
+                f"model.known_categories_lr must be in [0, 1], got {known_categories_lr}."
             )
         self.save_hyperparameters()
         self.sources = {s.name: s for s in parse_sources(sources or {})}
@@ -122,6 +164,11 @@ class StsunTask(LightningModule):
         self.data_record: Any = None
         self._rng_to_restore: Mapping[str, Any] | None = None
         self._loader_states_to_restore: list[dict[str, Any]] = []
+        # Fine-tuning: names the init checkpoint lacked, whether this fit resumes a run.
+        self.new_categories: list[str] = []
+        self._prepared_for_fit = False
+        self._resumed = False
+        self._frozen: list[torch.nn.Module] = []
 
     def configure_models(self) -> None:
         """The network, with vocabularies covering the sources, and the row translation."""
@@ -170,6 +217,8 @@ class StsunTask(LightningModule):
             self.rows = RowMap(vocabularies)
         if self.data_record is not None:
             _give_data_record(datamodule, self.data_record)
+        if stage == "fit" and not self._prepared_for_fit:
+            self._prepare_fine_tuning()
 
     # --- training ------------------------------------------------------------------------
 
@@ -309,6 +358,8 @@ class StsunTask(LightningModule):
             warmup_steps=min(self.hparams.warmup_steps, max(total // 10, 1)),
             min_lr_ratio=self.hparams.min_lr_ratio,
         )
+        known = [n for n in self.model.categories if n not in set(self.new_categories)]
+        KnownRowsRate(self.model, known, self.hparams.known_categories_lr).attach(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -330,6 +381,12 @@ class StsunTask(LightningModule):
         record = data_record() if callable(data_record) else None
         if record is not None:
             checkpoint["stsun_data"] = record
+        if self.lora is not None and lora_layers(self.model):
+            # Plain weights under the ordinary keys (no peft needed to load them); the
+            # adapters beside them, for resuming.
+            checkpoint[LORA_STATE_KEY] = lora_state_to_plain(
+                checkpoint["state_dict"], self.model, NETWORK_PREFIX
+            )
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         """Check the format and the network's shapes; restore the training state.
@@ -343,6 +400,13 @@ class StsunTask(LightningModule):
                 of other shapes (naming the first parameters that differ and the presets).
         """
         check_format(checkpoint)
+        if self.lora is not None and lora_layers(self.model) and "state_dict" in checkpoint:
+            plain_state_to_lora(
+                checkpoint["state_dict"],  # type: ignore[arg-type]
+                self.model,
+                NETWORK_PREFIX,
+                checkpoint.get(LORA_STATE_KEY),
+            )
         check_shapes(self.state_dict(), checkpoint, self.hparams)
         self.balance.load_state_dict(checkpoint.get("loss_balance", {}))
         self.nonfinite.load_state_dict(checkpoint.get("nonfinite_steps", {}))
@@ -354,6 +418,8 @@ class StsunTask(LightningModule):
         self.data_record = checkpoint.get("stsun_data")
         if self.data_record is not None:
             _give_data_record(self._datamodule(), self.data_record)
+        # A fit restored from a checkpoint resumes: its rows are not initialised again.
+        self._resumed = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
 
     def on_train_start(self) -> None:
         """Restore a resumed run's random state and its place in the training epoch.

@@ -44,8 +44,12 @@ and ``stsun_data``. Format 1 still loads; its loss balance is measured again.
 """
 
 
-def check_format(checkpoint: Mapping[str, Any]) -> None:
+def check_format(checkpoint: Mapping[str, Any], path: str | None = None) -> None:
     """Refuse checkpoints of no STSUN task or of a newer format.
+
+    Args:
+        checkpoint: the loaded checkpoint.
+        path: its file, named in the message where known.
 
     Raises:
         ConfigError: naming the format found and the newest one this version reads.
@@ -53,15 +57,19 @@ def check_format(checkpoint: Mapping[str, Any]) -> None:
     found = checkpoint.get("stsun_checkpoint_format")
     if found is None or found > CHECKPOINT_FORMAT:
         what = "has no 'stsun_checkpoint_format'" if found is None else f"has format {found}"
+        which = f"the checkpoint {path}" if path else "this checkpoint"
         raise ConfigError(
-            f"Cannot load this checkpoint: it {what}, and this stsun-lightning reads "
+            f"Cannot load {which}: it {what}, and this stsun-lightning reads "
             f"formats up to {CHECKPOINT_FORMAT} written by StsunTask. Load it with the "
             "version that wrote it, or upgrade."
         )
 
 
 def check_shapes(
-    own: Mapping[str, Tensor], checkpoint: Mapping[str, Any], network: Mapping[str, Any]
+    own: Mapping[str, Tensor],
+    checkpoint: Mapping[str, Any],
+    network: Mapping[str, Any],
+    path: str | None = None,
 ) -> None:
     """Name the parameters whose shapes differ (vocabulary tables may differ in rows).
 
@@ -69,6 +77,7 @@ def check_shapes(
         own: this task's state dict.
         checkpoint: the checkpoint being loaded.
         network: this task's ``model`` (preset) and ``model_overrides``, for the message.
+        path: the checkpoint's file, named in the message where known.
 
     Raises:
         ConfigError: naming the first parameters that differ and both presets.
@@ -90,8 +99,9 @@ def check_shapes(
         trained = (
             f"preset {hparams.get('model', '?')!r}, overrides {hparams.get('model_overrides')}"
         )
+        which = f"The network of the checkpoint {path}" if path else "The checkpoint's network"
         raise ConfigError(
-            f"The checkpoint's network ({trained}) has other shapes than this one "
+            f"{which} ({trained}) has other shapes than this one "
             f"(preset {network.get('model')!r}, overrides {network.get('model_overrides')}): "
             + "; ".join(differ[:3])
             + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
