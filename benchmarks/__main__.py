@@ -63,6 +63,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("scale_options", "scale_options.py", "scale_options"),
     Benchmark("world_separability", "world_separability.py", "world_separability"),
     Benchmark("accuracy", "accuracy.py", "accuracy"),
+    Benchmark("transfer_ablation", "transfer_ablation.py", "transfer_ablation"),
 )
 """Every benchmark, in the order they run."""
 
