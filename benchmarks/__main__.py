@@ -64,6 +64,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("world_separability", "world_separability.py", "world_separability"),
     Benchmark("accuracy", "accuracy.py", "accuracy"),
     Benchmark("finetune", "finetune.py", "finetune"),
+    Benchmark("transfer_ablation", "transfer_ablation.py", "transfer_ablation"),
 )
 """Every benchmark, in the order they run."""
 

@@ -20,6 +20,8 @@ Settings (K = 6 categories, B = ``--batch-size``):
 2. STSUN with C in (4, 13, 50) bands at T = 1.
 3. STSUN with T in (1, 6, 12) dates at C = 13 (one output slot: the last date).
 4. STSUN with H×W in (64², 128², 256², 512²) at T = 1, C = 13.
+5. Band-set kernels: the default (each band's kernel conditioned on the whole band set)
+   against kernels from each band's own metadata (``band_context=False``), C in (13, 50).
 
 Activation memory is the total size of the distinct storages autograd saves for
 backward during one forward (``torch.autograd.graph.saved_tensors_hooks``),
@@ -98,12 +100,12 @@ class Mode:
 
 FULL = Mode(
     warmup=2,
-    repeats={"models": 15, "channels": 12, "dates": 8, "pixels": 10},
+    repeats={"models": 15, "channels": 12, "dates": 8, "pixels": 10, "band_context": 8},
     sizes=SIZES,
 )
 QUICK = Mode(
     warmup=1,
-    repeats={"models": 5, "channels": 4, "dates": 2, "pixels": 4},
+    repeats={"models": 5, "channels": 4, "dates": 2, "pixels": 4, "band_context": 3},
     sizes=SIZES[:-1],
 )
 
@@ -460,6 +462,9 @@ def run(mode: Mode, batch_size: int, max_other_load: float = 0.1) -> dict[str, A
     """
     torch.manual_seed(SEED)
     stsun = make_stsun().train()
+    own_metadata = create_model(
+        "stsun_small", categories=list(CATEGORIES), band_context=False
+    ).train()
     baselines = {
         "vit_same_decoder": VitSameDecoder(K).train(),
         "vit_light_decoder": VitLightDecoder(K).train(),
@@ -504,6 +509,14 @@ def run(mode: Mode, batch_size: int, max_other_load: float = 0.1) -> dict[str, A
         "pixels": (
             f"STSUN, T=1, C={IN_CHANNELS}, B={b}, H=W in {mode.sizes}",
             [stsun_case(f"{s}x{s}", stsun, b, 1, IN_CHANNELS, s) for s in mode.sizes],
+        ),
+        "band_context": (
+            f"STSUN, T=1, 256x256, B={b}, kernels from own metadata or the band set, C in (13, 50)",
+            [
+                stsun_case(f"C={c} {label}", model, b, 1, c, 256)
+                for c in (IN_CHANNELS, 50)
+                for label, model in (("own metadata", own_metadata), ("band set", stsun))
+            ],
         ),
     }
     for setting, (description, setting_cases) in variants.items():
@@ -639,7 +652,10 @@ def markdown(results: dict[str, Any]) -> str:
         ("channels", "Setting 2"),
         ("dates", "Setting 3"),
         ("pixels", "Setting 4"),
+        ("band_context", "Setting 5"),
     ):
+        if key not in settings:
+            continue
         setting = settings[key]
         lines += [
             "",

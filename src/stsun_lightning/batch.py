@@ -35,6 +35,7 @@ class Modality(IntEnum):
     SAR_HV = 4
     ELEVATION = 5
     OTHER = 6
+    THERMAL = 7  # emitted thermal infrared (brightness temperature), not reflectance
 
     @classmethod
     def parse(cls, value: str | int | Modality) -> Modality:

@@ -105,7 +105,7 @@ def test_landsat_spot_values():
     l8 = get_sensor("landsat8_oli_tirs")
     b10 = l8.band("B10")
     assert b10.wavelength_nm == pytest.approx(10895, abs=5)
-    assert b10.gsd_m == 100 and b10.modality is Modality.OPTICAL
+    assert b10.gsd_m == 100 and b10.modality is Modality.THERMAL
     assert l8.band("B8").gsd_m == 15 and l8.gsd_m == 15
     assert l8.band("B4").wavelength_nm == pytest.approx(655, abs=3)
     assert get_sensor("landsat9_oli_tirs").band_names == l8.band_names
@@ -202,7 +202,8 @@ def test_modality_parse():
     assert Modality.parse("sar-vh") is Modality.SAR_VH
     assert Modality.parse(5) is Modality.ELEVATION
     assert Modality.parse(Modality.OTHER) is Modality.OTHER
-    for bad in ("sar", 7, True):
+    assert Modality.parse("thermal") is Modality.THERMAL
+    for bad in ("sar", 8, True):
         with pytest.raises(ValueError, match="optical") as info:
             Modality.parse(bad)
     assert "sar_vv" in str(info.value)
@@ -343,3 +344,23 @@ def test_load_sensor_yaml_errors_name_the_path(tmp_path):
     with pytest.raises(ValueError) as info:
         load_sensor_yaml(invalid, register=False)
     assert str(invalid) in str(info.value) and "gsd_m" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("sensor", "thermal"),
+    [
+        ("landsat5_tm", {"B6"}),
+        ("landsat7_etm", {"B6"}),
+        ("landsat8_oli_tirs", {"B10", "B11"}),
+        ("landsat9_oli_tirs", {"B10", "B11"}),
+        ("hls_l30", {"B10", "B11"}),
+    ],
+)
+def test_every_thermal_band_has_the_thermal_modality(sensor, thermal):
+    bands = get_sensor(sensor).bands
+    assert {b.name for b in bands if b.modality is Modality.THERMAL} == thermal
+    # And no band of any registered sensor beyond 3000 nm passes for optical.
+    for name in list_sensors():
+        for band in get_sensor(name).bands:
+            if band.modality is Modality.OPTICAL:
+                assert band.wavelength_nm < 3000, (name, band.name)

@@ -8,7 +8,8 @@ and modality. Conventions:
 * SAR bands use the radar wavelength (Sentinel-1 C-band, 5.405 GHz -> about 5.547e7 nm),
   bandwidth 0, and one modality per polarisation.
 * Elevation bands (DSM, DEM) have wavelength 0 and bandwidth 0 and modality ``ELEVATION``.
-* Thermal bands are ``OPTICAL`` with their real wavelength (Landsat 8 B10: 10895 nm).
+* Thermal infrared bands have their real wavelength (Landsat 8 B10: 10895 nm) and modality
+  ``THERMAL``: they measure emitted heat, not reflected light.
 
 Sensors are looked up by name (case-insensitive, a few aliases such as ``"s2"``) with
 :func:`get_sensor`; more can be added with :func:`register_sensor` or
@@ -271,8 +272,10 @@ class Sensor:
         return {"name": self.name, "description": self.description, "bands": bands}
 
 
-def _edges(name: str, lo: float, hi: float, gsd: float, description: str) -> tuple[Any, ...]:
-    return (name, (lo + hi) / 2, hi - lo, gsd, description)
+def _edges(
+    name: str, lo: float, hi: float, gsd: float, description: str, modality: Modality | None = None
+) -> tuple[Any, ...]:
+    return (name, (lo + hi) / 2, hi - lo, gsd, description, *([modality] if modality else []))
 
 
 def _sensor(name: str, description: str, rows: Sequence[tuple[Any, ...]]) -> Sensor:
@@ -308,7 +311,7 @@ _TM = (
     _edges("B3", 630, 690, 30, "red"),
     _edges("B4", 760, 900, 30, "nir"),
     _edges("B5", 1550, 1750, 30, "swir 1"),
-    _edges("B6", 10400, 12500, 120, "thermal"),
+    _edges("B6", 10400, 12500, 120, "thermal", Modality.THERMAL),
     _edges("B7", 2080, 2350, 30, "swir 2"),
 )
 
@@ -318,7 +321,7 @@ _ETM = (
     *_TM[:3],
     _edges("B4", 770, 900, 30, "nir"),
     _TM[4],
-    _edges("B6", 10400, 12500, 60, "thermal"),
+    _edges("B6", 10400, 12500, 60, "thermal", Modality.THERMAL),
     _edges("B7", 2090, 2350, 30, "swir 2"),
     _edges("B8", 520, 900, 15, "panchromatic"),
 )
@@ -334,8 +337,8 @@ _OLI_TIRS = (  # Landsat 8 and 9 share the band designations.
     _edges("B7", 2110, 2290, 30, "swir 2"),
     _edges("B8", 500, 680, 15, "panchromatic"),
     _edges("B9", 1360, 1380, 30, "cirrus"),
-    _edges("B10", 10600, 11190, 100, "thermal 1"),
-    _edges("B11", 11500, 12510, 100, "thermal 2"),
+    _edges("B10", 10600, 11190, 100, "thermal 1", Modality.THERMAL),
+    _edges("B11", 11500, 12510, 100, "thermal 2", Modality.THERMAL),
 )
 
 
@@ -344,7 +347,7 @@ _OLI_TIRS = (  # Landsat 8 and 9 share the band designations.
 _HLS_S30 = tuple((*r[:3], 30, r[4]) for r in _S2)
 
 
-_HLS_L30 = tuple((f"B{int(r[0][1:]):02d}", *r[1:3], 30, r[4]) for r in _OLI_TIRS if r[0] != "B8")
+_HLS_L30 = tuple((f"B{int(r[0][1:]):02d}", *r[1:3], 30, *r[4:]) for r in _OLI_TIRS if r[0] != "B8")
 
 
 # NASA MODIS specifications, land bands 1-7.

@@ -1,13 +1,20 @@
 """Pixel decoder: slot tokens back to full-resolution features, on the label grid.
 
-Most of the work stays at token resolution: each token is projected to the features of
-its own p×p pixels (a linear pixel shuffle, so no token ever leaks into a neighbour's
-pixels, which keeps padding exact). A light full-resolution stem over the input adds
-the detail: a band mix weighted by band metadata (1×1), then a depthwise 3×3 — the same
-result as a per-band stem, without materialising (B, T, C, c0, H, W).
+Most of the work stays at token resolution. Each token is projected to De features and
+upsampled bilinearly, normalised by the bilinearly upsampled mask of real tokens, so a
+padding token has no weight and padding stays exact (``upsampling="bilinear"``); the
+per-token linear unpatch (``"unpatch"``, the default: each token to the features of
+its own p×p pixels) makes every token border a step. A light full-resolution
+stem over the input adds the detail (with "bilinear" modulated by the upsampled
+tokens, a shift and a scale per feature): a band mix weighted by band metadata (1×1), then
+a depthwise 3×3 and a GELU — the same as a per-band stem, without materialising
+(B, T, C, c0, H, W) — and a nonlinear refinement (depthwise 3×3, GELU, 1×1) over the
+sum. Every 3×3 reads zeros at invalid pixels, as at the border of an unpadded image.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +22,35 @@ from torch import Tensor, nn
 
 from stsun_lightning.models.spectral import band_weights
 
-__all__ = ["PixelDecoder", "resize_features"]
+__all__ = ["PixelDecoder", "Upsampling", "masked_upsample", "resize_features"]
+
+Upsampling = Literal["bilinear", "unpatch"]
+
+
+def masked_upsample(features: Tensor, token_valid: Tensor, factor: int) -> Tensor:
+    """Bilinear upsampling that gives tokens outside the mask no weight.
+
+    Each output pixel is the bilinear mean of the real tokens around it: features and
+    mask are upsampled alike and divided, so a padding token changes nothing, and a
+    pixel whose neighbours are all padding gets 0. Next to padding it equals the
+    border-clamped upsampling of the real grid alone.
+
+    Args:
+        features: (N, D, h, w).
+        token_valid: (N, h, w) bool, or (B, h, w) with N a multiple of B (slots of an item).
+        factor: upsampling factor (the patch size).
+
+    Returns:
+        (N, D, h * factor, w * factor).
+    """
+    n, b = features.shape[0], token_valid.shape[0]
+    mask = token_valid.to(features.dtype)[:, None]
+    if n != b:
+        mask = mask.repeat_interleave(n // b, 0)
+    size = (features.shape[-2] * factor, features.shape[-1] * factor)
+    up = F.interpolate(features * mask, size=size, mode="bilinear", align_corners=False)
+    weight = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+    return up / weight.clamp(min=1e-6) * (weight > 1e-6)
 
 
 def resize_features(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -35,20 +70,40 @@ class PixelDecoder(nn.Module):
         band_dim: width of band embeddings.
         decoder_dim: per-pixel feature width De.
         stem_dim: channels c0 of the full-resolution band mix.
+        upsampling: ``"bilinear"`` (mask-normalised, smooth across token borders) or
+            ``"unpatch"`` (per-token linear, the baseline of the transfer ablation).
     """
 
     def __init__(
-        self, dim: int, patch_size: int, band_dim: int, decoder_dim: int, stem_dim: int
+        self,
+        dim: int,
+        patch_size: int,
+        band_dim: int,
+        decoder_dim: int,
+        stem_dim: int,
+        upsampling: Upsampling = "unpatch",
     ) -> None:
         super().__init__()
+        if upsampling not in ("bilinear", "unpatch"):
+            raise ValueError(
+                f"Unknown decoder upsampling {upsampling!r}; expected 'bilinear' or 'unpatch'."
+            )
         self.patch_size = patch_size
         self.decoder_dim = decoder_dim
+        self.upsampling = upsampling
         self.norm = nn.LayerNorm(dim)
-        self.unpatch = nn.Linear(dim, patch_size * patch_size * decoder_dim)
+        # Bilinear: each token gives a shift and a scale of the stem's pixel features.
+        factor = 2 if upsampling == "bilinear" else patch_size * patch_size
+        self.unpatch = nn.Linear(dim, factor * decoder_dim)
         self.band_mix = nn.Linear(band_dim, stem_dim)
         self.depthwise = nn.Conv2d(2 * stem_dim, 2 * stem_dim, 3, padding=1, groups=2 * stem_dim)
         self.skip = nn.Conv2d(2 * stem_dim, decoder_dim, 1)
         self.out = nn.Conv2d(decoder_dim, decoder_dim, 1)
+        self.refine = (
+            nn.Conv2d(decoder_dim, decoder_dim, 3, padding=1, groups=decoder_dim)
+            if upsampling == "bilinear"
+            else None
+        )
 
     def stem(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
         """Metadata-weighted band mix of every frame, averaged over that frame's bands.
@@ -77,6 +132,8 @@ class PixelDecoder(nn.Module):
         anchors: tuple[Tensor, Tensor],
         image_size: tuple[int, int],
         label_size: tuple[int, int],
+        valid: Tensor | None = None,
+        token_valid: Tensor | None = None,
     ) -> Tensor:
         """Decode.
 
@@ -88,21 +145,43 @@ class PixelDecoder(nn.Module):
             anchors: (B, To, T) weights ``a`` and ``b`` of each slot's anchor frames.
             image_size: (H, W) of the real input, before padding to the patch size.
             label_size: (H', W') of the label grid.
+            valid: (B, h*p, w*p) bool, pixels with data (default: all).
+            token_valid: (B, h, w) bool, tokens with a valid pixel (default: all).
 
         Returns:
             (B, To, De, H', W').
         """
         b, to, h, w, _ = slots.shape
         p, de = self.patch_size, self.decoder_dim
-        up = self.unpatch(self.norm(slots)).view(b, to, h, w, p, p, de)
-        up = up.permute(0, 1, 6, 2, 4, 3, 5).reshape(b * to, de, h * p, w * p)
+        tokens = self.unpatch(self.norm(slots))
+        if self.upsampling == "unpatch":
+            up = tokens.view(b, to, h, w, p, p, de).permute(0, 1, 6, 2, 4, 3, 5)
+            up = up.reshape(b * to, de, h * p, w * p)
+        else:
+            if token_valid is None:
+                token_valid = slots.new_ones(b, h, w, dtype=torch.bool)
+            grid = tokens.view(b * to, h, w, 2 * de).permute(0, 3, 1, 2)  # (B*To, 2De, h, w)
+            up, up_scale = masked_upsample(grid, token_valid, p).chunk(2, 1)
         mixed = self.stem(image, band_embedding, band_mask)  # (B, T, c0, Hp, Wp)
         weights_a, weights_b = (a.to(mixed.dtype) for a in anchors)
         start_a = torch.einsum("bot,btkhw->bokhw", weights_a, mixed)
         start_b = torch.einsum("bot,btkhw->bokhw", weights_b, mixed)
         skip = torch.cat([start_a, start_b - start_a], 2).flatten(0, 1)  # (B*To, 2c0, Hp, Wp)
-        x = up + self.skip(self.depthwise(skip))
-        x = x + self.out(F.gelu(x))
+        if self.refine is None:
+            x = up + self.skip(self.depthwise(skip))
+        else:
+            # The tokens modulate the pixels (FiLM), so what a pixel's values mean can
+            # depend on the task and the context its tokens carry.
+            x = up + self.skip(F.gelu(self.depthwise(skip))) * (1 + up_scale)
+            # A 3×3 reads zeros at invalid pixels, as beyond the border of an unpadded image.
+            keep = (
+                valid.to(x.dtype).repeat_interleave(to, 0)[:, None]
+                if valid is not None
+                else x.new_ones(1)
+            )
+            x = x + self.out(F.gelu(self.refine(x * keep)))
+        if self.refine is None:
+            x = x + self.out(F.gelu(x))
         x = x[..., : image_size[0], : image_size[1]]
         x = resize_features(x, label_size)
         return x.view(b, to, de, *label_size)

@@ -15,14 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stsun_lightning.batch import Modality
-from stsun_lightning.models.layers import Attention, allow_some_key
+from stsun_lightning.models.layers import Attention, Mlp, allow_some_key
 
 __all__ = [
     "BandEncoder",
+    "BandSetContext",
     "IndexBandEncoder",
     "SpectralTokenizer",
     "TokenizerMode",
+    "WavelengthEncoding",
     "band_weights",
+    "response_features",
 ]
 
 TokenizerMode = Literal["hypernetwork", "attention"]
@@ -43,33 +46,128 @@ def _fourier(x: Tensor, frequencies: Tensor) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], -1)
 
 
-class BandEncoder(nn.Module):
-    """Band metadata -> an embedding per band.
+WavelengthEncoding = Literal["response", "fourier"]
 
-    Fourier features of log10 wavelength (0.25 to 64 cycles per decade, enough to part
-    red-edge bands 15 nm apart) and log10 bandwidth, a flag for each when it is unknown,
-    and a modality embedding, through a small MLP.
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+"""Standard deviation of a Gaussian over its full width at half maximum."""
+
+
+def response_features(
+    log_wavelength: Tensor, log_sigma: Tensor, centres: Tensor, width: float
+) -> Tensor:
+    """A Gaussian band response integrated against Gaussian basis functions.
+
+    The response is a Gaussian in log10 wavelength (centre ``log_wavelength``, standard
+    deviation ``log_sigma``); basis function k is ``exp(-(x - centres[k])² / (2 width²))``.
+    Their integral is analytic: ``width / S * exp(-(m - c_k)² / (2 S²))`` with
+    ``S² = width² + sigma²``. Each feature is a smooth function of the band's centre and
+    width, with a slope bounded by about ``1 / width`` per decade, whatever is learnt
+    after it: a band moved by a fraction of ``width`` moves its features by as little.
+
+    Args:
+        log_wavelength: (...) log10 of the centre wavelength in nm.
+        log_sigma: (...) response width in decades (0 = a line).
+        centres: (K,) basis centres in log10 nm.
+        width: basis width in decades.
+
+    Returns:
+        (..., K) features in [0, 1].
+    """
+    spread = width**2 + log_sigma.square()[..., None]  # (..., 1)
+    distance = (log_wavelength[..., None] - centres).square()
+    return (width / spread.sqrt()) * torch.exp(-distance / (2 * spread))
+
+
+class BandEncoder(nn.Module):
+    """Band metadata -> an embedding per band, smooth in wavelength.
+
+    ``encoding="response"`` (the default): the band's spectral response, a Gaussian from
+    its centre and FWHM in log10 wavelength, integrated against ``num_basis`` Gaussian
+    basis functions spaced evenly over 282 nm - 17.8 µm (reflective and thermal
+    infrared), as wide as their spacing (:func:`response_features`). Landsat-8 and
+    Sentinel-2 blue are then a fifth as far apart as blue and green, and the 15 nm
+    wide red-edge bands B05 and B06 almost three times as far as the two blues.
+    ``encoding="fourier"`` is the earlier encoding, kept as the baseline of the
+    transfer ablation: Fourier features of log10 wavelength up to 64 cycles per decade,
+    which give two nearly identical bands nearly unrelated features.
+
+    Both add log10 wavelength and bandwidth as scalars (radar wavelengths lie beyond
+    the basis), a flag for each when it is unknown, and a modality embedding, through a
+    small MLP.
 
     Args:
         dim: embedding width.
-        num_frequencies: Fourier frequencies per quantity.
+        num_frequencies: Fourier frequencies per quantity (``"fourier"`` only).
+        encoding: ``"response"`` or ``"fourier"``.
+        num_basis: basis functions of the response encoding.
     """
 
-    def __init__(self, dim: int, num_frequencies: int = 16) -> None:
+    BASIS_RANGE = (2.45, 4.25)
+    """log10 nm spanned by the basis centres of the response encoding."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_frequencies: int = 16,
+        encoding: WavelengthEncoding = "response",
+        num_basis: int = 64,
+    ) -> None:
         super().__init__()
-        self.register_buffer(
-            "wavelength_freqs",
-            torch.logspace(math.log10(0.25), math.log10(64.0), num_frequencies),
-            persistent=False,
-        )
-        self.register_buffer(
-            "bandwidth_freqs",
-            torch.logspace(math.log10(0.25), math.log10(16.0), num_frequencies),
-            persistent=False,
-        )
-        in_features = 4 * num_frequencies + 4
+        if encoding not in ("response", "fourier"):
+            raise ValueError(
+                f"Unknown band encoding {encoding!r}; expected 'response' or 'fourier'."
+            )
+        self.encoding = encoding
+        if encoding == "response":
+            lo, hi = self.BASIS_RANGE
+            self.register_buffer(
+                "basis_centres", torch.linspace(lo, hi, num_basis), persistent=False
+            )
+            self.basis_width = (hi - lo) / (num_basis - 1)
+            in_features = num_basis + 4
+        else:
+            self.register_buffer(
+                "wavelength_freqs",
+                torch.logspace(math.log10(0.25), math.log10(64.0), num_frequencies),
+                persistent=False,
+            )
+            self.register_buffer(
+                "bandwidth_freqs",
+                torch.logspace(math.log10(0.25), math.log10(16.0), num_frequencies),
+                persistent=False,
+            )
+            in_features = 4 * num_frequencies + 4
         self.mlp = nn.Sequential(nn.Linear(in_features, dim), nn.GELU(), nn.Linear(dim, dim))
         self.modality = nn.Embedding(len(Modality), dim)
+
+    def features(self, wavelength_nm: Tensor, bandwidth_nm: Tensor) -> Tensor:
+        """The parameter-free features the MLP reads: (B, C), (B, C) -> (B, C, F)."""
+        logs, knowns = [], []
+        for value in (wavelength_nm, bandwidth_nm):
+            value = value.float()
+            known = torch.isfinite(value) & (value > 0)
+            logs.append(torch.where(known, value, torch.ones_like(value)).log10())
+            knowns.append(known)
+        (log_wl, log_bw), (known_wl, known_bw) = logs, knowns
+        scalars = [
+            (log_wl * known_wl)[..., None] / 4,
+            known_wl[..., None].float(),
+            (log_bw * known_bw)[..., None] / 4,
+            known_bw[..., None].float(),
+        ]
+        if self.encoding == "fourier":
+            spectral = [
+                _fourier(log_wl, self.wavelength_freqs) * known_wl[..., None],
+                _fourier(log_bw, self.bandwidth_freqs) * known_bw[..., None],
+            ]
+            return torch.cat([spectral[0], *scalars[:2], spectral[1], *scalars[2:]], -1)
+        # FWHM in nm -> sigma in decades at the band centre; unknown FWHM = a line.
+        bandwidth = torch.where(known_bw & known_wl, bandwidth_nm.float(), 0.0)
+        log_sigma = (
+            FWHM_TO_SIGMA * bandwidth / (wavelength_nm.float().clamp(min=1e-6) * math.log(10))
+        )
+        basis = response_features(log_wl, log_sigma, self.basis_centres, self.basis_width)
+        return torch.cat([basis * known_wl[..., None], *scalars], -1)
 
     def forward(self, wavelength_nm: Tensor, bandwidth_nm: Tensor, modality: Tensor) -> Tensor:
         """Embed bands.
@@ -82,20 +180,7 @@ class BandEncoder(nn.Module):
         Returns:
             (B, C, dim).
         """
-        feats = []
-        for value, freqs in (
-            (wavelength_nm, self.wavelength_freqs),
-            (bandwidth_nm, self.bandwidth_freqs),
-        ):
-            value = value.float()
-            known = torch.isfinite(value) & (value > 0)
-            log_value = torch.where(known, value, torch.ones_like(value)).log10()
-            feats += [
-                _fourier(log_value, freqs) * known[..., None],
-                (log_value * known)[..., None] / 4,
-                known[..., None].float(),
-            ]
-        features = torch.cat(feats, -1)
+        features = self.features(wavelength_nm, bandwidth_nm)
         return self.mlp(features) + self.modality(modality.clamp(0, len(Modality) - 1))
 
 
@@ -139,6 +224,51 @@ class IndexBandEncoder(nn.Module):
         return self.table.weight[:c].unsqueeze(0).expand(b, c, -1)
 
 
+class BandSetContext(nn.Module):
+    """Band embeddings conditioned on the whole band set of each frame.
+
+    Pre-norm transformer blocks (self-attention over the bands, then an MLP) over the
+    band embeddings, the attention masked to the bands observed at each frame, so each
+    band's embedding, and the kernel generated from it, knows which other bands it is
+    seen with (the idea of DOFA's weight generator). Without positions it is equivariant
+    to the order of the bands; a band masked at a frame is no key at that frame, so it
+    changes no other band's embedding there.
+
+    Args:
+        band_dim: width of the band embeddings.
+        num_heads: attention heads.
+        depth: blocks.
+    """
+
+    def __init__(self, band_dim: int, num_heads: int = 4, depth: int = 1) -> None:
+        super().__init__()
+        heads = math.gcd(band_dim, num_heads)
+        self.norms = nn.ModuleList(nn.LayerNorm(band_dim) for _ in range(2 * depth))
+        self.attention = nn.ModuleList(Attention(band_dim, heads) for _ in range(depth))
+        self.mlp = nn.ModuleList(Mlp(band_dim, 2.0) for _ in range(depth))
+
+    def forward(self, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
+        """Condition.
+
+        Args:
+            band_embedding: (B, C, band_dim).
+            band_mask: (B, T, C) bool, band c observed at frame t.
+
+        Returns:
+            (B, T, C, band_dim); rows of bands masked at a frame are meaningless there.
+        """
+        t = band_mask.shape[1]
+        # Most series observe the same bands at every frame: one pass serves them all.
+        same = t == 1 or bool((band_mask == band_mask[:, :1]).all())
+        mask = band_mask[:, :1] if same else band_mask
+        x = band_embedding[:, None].expand(-1, mask.shape[1], -1, -1)
+        key_mask = allow_some_key(mask)[:, :, None, None, :]  # (B, T, 1, 1, C)
+        for i, (attention, mlp) in enumerate(zip(self.attention, self.mlp, strict=True)):
+            x = x + attention(self.norms[2 * i](x), mask=key_mask)
+            x = x + mlp(self.norms[2 * i + 1](x))
+        return x.expand(-1, t, -1, -1) if same else x
+
+
 class SpectralTokenizer(nn.Module):
     """Any band set -> one token per patch and date, invariant to the order of bands.
 
@@ -153,6 +283,11 @@ class SpectralTokenizer(nn.Module):
       cross-attention with a learned query biased by the task embedding; more
       expressive, cost linear in C.
 
+    With ``band_context`` the band embeddings first pass through a
+    :class:`BandSetContext`, so each band's kernel (or key) is generated from its own
+    metadata and the whole band set observed at that frame, rather than from its own
+    metadata alone (where a token is a fixed average over whatever bands are present).
+
     In both modes a band masked at a frame contributes nothing to that frame's tokens,
     exactly as if it were absent there.
 
@@ -162,7 +297,8 @@ class SpectralTokenizer(nn.Module):
         band_dim: width of the band embeddings.
         mode: ``"hypernetwork"`` or ``"attention"``.
         attention_dim: band-token width Da in attention mode.
-        num_heads: heads of the fusion attention.
+        num_heads: heads of the fusion attention (and of the band-set context).
+        band_context: condition each band's embedding on the frame's whole band set.
     """
 
     def __init__(
@@ -173,6 +309,7 @@ class SpectralTokenizer(nn.Module):
         mode: TokenizerMode = "hypernetwork",
         attention_dim: int = 64,
         num_heads: int = 4,
+        band_context: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ("hypernetwork", "attention"):
@@ -194,6 +331,7 @@ class SpectralTokenizer(nn.Module):
             self.task_query = nn.Linear(dim, attention_dim)
             self.fuse = Attention(attention_dim, num_heads, cross=True)
             self.out = nn.Linear(attention_dim, dim)
+        self.context = BandSetContext(band_dim, num_heads) if band_context else None
         self.norm = nn.LayerNorm(dim)
 
     def forward(
@@ -211,6 +349,8 @@ class SpectralTokenizer(nn.Module):
         Returns:
             (B, T, h, w, dim) with h = H / p, w = W / p.
         """
+        if self.context is not None:
+            band_embedding = self.context(band_embedding, band_mask)  # (B, T, C, band_dim)
         if self.mode == "hypernetwork":
             tokens = self._hypernetwork(image, band_embedding, band_mask)
         else:
@@ -218,23 +358,34 @@ class SpectralTokenizer(nn.Module):
         return self.norm(tokens)
 
     def _hypernetwork(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
+        """band_embedding: (B, C, band_dim), or (B, T, C, band_dim) conditioned per frame."""
         b, t, c, height, width = image.shape
         p = self.patch_size
         weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, T, C)
-        kernel = self.kernel(band_embedding)  # (B, C, D*p*p)
-        kernel = kernel.view(b, c, self.dim, p, p).transpose(1, 2).reshape(b * self.dim, c, p, p)
+        kernel = self.kernel(band_embedding)  # (B, [T,] C, D*p*p)
         # The mean over the bands of frame t is (1 / n_t) × the sum over all bands,
         # because a band masked at t is 0 there: the convolution stays one for every
         # frame, and the per-frame band count scales its output.
         inverse_count = weights.amax(-1).to(image.dtype)  # (B, T): 1 / n_t, 0 if none
-        bias = torch.einsum("btc,bcd->btd", weights, self.bias(band_embedding)).to(image.dtype)
-        # One grouped convolution, a group per item. At T = 1 its input is a view of the
-        # image, so autograd keeps the same storage the decoder's stem keeps.
-        frames = image.transpose(0, 1).reshape(t, b * c, height, width)
-        tokens = F.conv2d(frames, kernel.to(image.dtype), stride=p, groups=b)
-        tokens = tokens.view(t, b, self.dim, height // p, width // p).permute(1, 0, 3, 4, 2)
+        if band_embedding.dim() == 3:
+            bias = torch.einsum("btc,bcd->btd", weights, self.bias(band_embedding))
+            kernel = kernel.view(b, c, self.dim, p, p).transpose(1, 2).reshape(-1, c, p, p)
+            # One grouped convolution, a group per item. At T = 1 its input is a view of
+            # the image, so autograd keeps the same storage the decoder's stem keeps.
+            frames = image.transpose(0, 1).reshape(t, b * c, height, width)
+            groups = b
+        else:  # a kernel per item and frame: a group per frame
+            bias = torch.einsum("btc,btcd->btd", weights, self.bias(band_embedding))
+            kernel = kernel.view(b * t, c, self.dim, p, p).transpose(1, 2).reshape(-1, c, p, p)
+            frames = image.reshape(1, b * t * c, height, width)
+            groups = b * t
+        tokens = F.conv2d(frames, kernel.to(image.dtype), stride=p, groups=groups)
+        if groups == b:
+            tokens = tokens.view(t, b, self.dim, height // p, width // p).permute(1, 0, 3, 4, 2)
+        else:
+            tokens = tokens.view(b, t, self.dim, height // p, width // p).permute(0, 1, 3, 4, 2)
         return torch.addcmul(
-            bias[:, :, None, None, :], tokens, inverse_count[:, :, None, None, None]
+            bias.to(image.dtype)[:, :, None, None, :], tokens, inverse_count[:, :, None, None, None]
         )  # (B, T, h, w, D)
 
     def _attention(
@@ -247,7 +398,9 @@ class SpectralTokenizer(nn.Module):
         band_tokens = band_tokens.view(b, t, c, -1, h * w).permute(
             0, 1, 4, 2, 3
         )  # (B, T, hw, C, Da)
-        band_tokens = band_tokens + self.band_key(band_embedding)[:, None, None]
+        keys = self.band_key(band_embedding)  # (B, [T,] C, Da)
+        keys = keys[:, None, None] if keys.dim() == 3 else keys[:, :, None]
+        band_tokens = band_tokens + keys
         query = (self.query + self.task_query(task_embedding))[
             :, None, None, None, :
         ]  # (B, 1, 1, 1, Da)

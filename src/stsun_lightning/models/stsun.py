@@ -10,14 +10,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stsun_lightning.batch import Batch
-from stsun_lightning.models.decoder import PixelDecoder
+from stsun_lightning.models.decoder import PixelDecoder, Upsampling
 from stsun_lightning.models.heads import CategoryHead, ValueHead
 from stsun_lightning.models.spatial import (
     ground_position_encoding,
     real_token_origin,
     roll_token_grid,
 )
-from stsun_lightning.models.spectral import BandEncoder, SpectralTokenizer, TokenizerMode
+from stsun_lightning.models.spectral import (
+    BandEncoder,
+    SpectralTokenizer,
+    TokenizerMode,
+    WavelengthEncoding,
+)
 from stsun_lightning.models.temporal import DateEncoder, OutputSlots, slot_anchor_weights
 from stsun_lightning.models.trunk import SpaceTimeTrunk
 from stsun_lightning.models.vocabulary import DEFAULT_TASKS, VocabularyEmbedding
@@ -56,6 +61,13 @@ class Stsun(nn.Module):
         stem_dim: channels of the full-resolution band mix.
         category_dim: width of category embeddings.
         tokenizer: ``"hypernetwork"`` (cost flat in the number of bands) or ``"attention"``.
+        band_context: condition each band's kernel on the frame's whole band set
+            (:class:`~stsun_lightning.models.spectral.BandSetContext`).
+        wavelength_encoding: ``"response"`` (smooth in wavelength) or ``"fourier"`` (the
+            earlier, sharp encoding; the transfer ablation's baseline).
+        upsampling: decoder upsampling, ``"unpatch"`` (per-token linear) or ``"bilinear"``
+            (mask-normalised, smooth across token borders; slower to learn pixel-level
+            routing in the conditioning tests, so not the default).
         window: window side (tokens) of the spatial attention, windowed at every grid
             size (windows shift by half in every second block).
         tasks: task vocabulary, in row order.
@@ -83,6 +95,9 @@ class Stsun(nn.Module):
         stem_dim: int = 16,
         category_dim: int = 64,
         tokenizer: TokenizerMode = "hypernetwork",
+        band_context: bool = True,
+        wavelength_encoding: WavelengthEncoding = "response",
+        upsampling: Upsampling = "unpatch",
         window: int = 16,
         tasks: Sequence[str] = DEFAULT_TASKS,
         categories: Sequence[str] = (),
@@ -96,14 +111,19 @@ class Stsun(nn.Module):
         self.position_jitter_m = position_jitter_m
         self.dim = dim
         self.patch_size = patch_size
-        self.band_encoder = BandEncoder(band_dim)
+        self.band_encoder = BandEncoder(band_dim, encoding=wavelength_encoding)
         self.task_embedding = VocabularyEmbedding(tasks, dim, "task", init_std=1.0)
         self.category_embedding = VocabularyEmbedding(
             categories, category_dim + 1, "category", init_std=1.0
         )
         self.variable_embedding = VocabularyEmbedding(variables, band_dim, "variable", init_std=1.0)
         self.tokenizer = SpectralTokenizer(
-            dim, patch_size, band_dim, tokenizer, num_heads=max(1, num_heads)
+            dim,
+            patch_size,
+            band_dim,
+            tokenizer,
+            num_heads=max(1, num_heads),
+            band_context=band_context,
         )
         self.date_encoder = DateEncoder(dim)
         slot_depth = depth // 2 if slot_depth is None else slot_depth
@@ -115,7 +135,7 @@ class Stsun(nn.Module):
         self.slot_trunk = SpaceTimeTrunk(
             dim, slot_depth, num_heads, mlp_ratio, window, first_block=date_depth, temporal=False
         )
-        self.decoder = PixelDecoder(dim, patch_size, band_dim, decoder_dim, stem_dim)
+        self.decoder = PixelDecoder(dim, patch_size, band_dim, decoder_dim, stem_dim, upsampling)
         self.category_head = CategoryHead(decoder_dim, category_dim)
         self.value_head = ValueHead(decoder_dim, band_dim)
         with torch.no_grad():  # biases start at zero: no class is favoured before training
@@ -183,6 +203,7 @@ class Stsun(nn.Module):
         token_valid = F.max_pool2d(valid[:, None].float(), p, p)[:, 0].bool()  # (B, h, w)
         # Positions and windows start at the first real token, so padding an image at
         # the top or left by whole patches changes nothing (as at the bottom or right).
+        token_grid_valid = token_valid
         origin = [(int(r), int(c)) for r, c in real_token_origin(token_valid).tolist()]
         tokens = roll_token_grid(tokens, origin)
         token_valid = roll_token_grid(token_valid, origin).view(b, h * w)
@@ -210,7 +231,15 @@ class Stsun(nn.Module):
         )
         slots = roll_token_grid(slots.reshape(b, -1, h, w, self.dim), origin, inverse=True)
         features = self.decoder(
-            slots, image, band_embedding, batch.band_mask, anchors, (height, width), label_size
+            slots,
+            image,
+            band_embedding,
+            batch.band_mask,
+            anchors,
+            (height, width),
+            label_size,
+            valid=valid,
+            token_valid=token_grid_valid,
         )
         return self._heads(features, batch)
 

@@ -12,6 +12,7 @@ import rasterio
 
 from stsun_lightning.data.datasets.world.render import is_sar
 from stsun_lightning.data.datasets.world.sources import WorldInput
+from stsun_lightning.data.datasets.world.spectra import is_thermal
 
 __all__ = ["CRS", "band_tags", "quantise_reflectance", "write_geotiff"]
 
@@ -63,7 +64,7 @@ def band_tags(inp: WorldInput) -> list[dict[str, str]]:
     for band in inp.bands:
         if is_sar(band):
             tags.append({"UNIT": "dB"})
-        elif band.wavelength_nm > 3000:
+        elif is_thermal(band):
             tags.append({"UNIT": "K", "SCALE": "0.01"})
         else:
             tags.append({"UNIT": "reflectance", "SCALE": "0.0001"})

@@ -20,11 +20,11 @@ from stsun_lightning.batch import Modality
 from stsun_lightning.data.datasets.world.layout import CROP_TYPES, Cover, Layout, smooth_field
 from stsun_lightning.data.datasets.world.spectra import (
     MATERIALS,
-    THERMAL_MIN_NM,
     Spectrum,
     band_matrix,
     canopy_backscatter_db,
     canopy_shade_fraction,
+    is_thermal,
     sar_matrix,
 )
 from stsun_lightning.data.sensors import Band
@@ -283,10 +283,6 @@ def _band_matrix(spectra: tuple[Spectrum, ...], bands: tuple[Band, ...], toa: bo
     return matrix
 
 
-def _is_thermal(band: Band) -> bool:
-    return band.wavelength_nm > THERMAL_MIN_NM
-
-
 @dataclass
 class Sky:
     """Atmospheric state on the sensor grid; all arrays (h, w) float32 in [0, 1].
@@ -368,7 +364,7 @@ def render_optical(
     Returns:
         (C, h, w) float32 reflectance (kelvin / 100 for thermal bands).
     """
-    thermal = np.array([_is_thermal(b) for b in bands])
+    thermal = np.array([is_thermal(b) for b in bands])
     matrix = _band_matrix(_SURFACE, tuple(bands), top_of_atmosphere)
     path = _band_matrix((_BLACK,), tuple(bands), top_of_atmosphere)[0] * ~thermal
     values = state.optical @ matrix

@@ -14,7 +14,7 @@ after laboratory and canopy spectra (USGS spectral library, PROSPECT/SAIL canopi
 Conventions:
 
 * Outside 400-2500 nm (up to 3000 nm) the curve is held at its end values.
-* Thermal bands (centre > 3000 nm) have no reflectance: :func:`band_reflectance` returns the
+* Thermal bands (modality ``THERMAL``, or centre > 3000 nm) have no reflectance: :func:`band_reflectance` returns the
   material's brightness temperature divided by 100 K (so 300 K -> 3.0, which a uint16
   "reflectance x 10000" product stores as kelvin x 100, like Landsat surface-temperature
   products store kelvin with a fixed scale).
@@ -49,6 +49,7 @@ __all__ = [
     "canopy_backscatter_db",
     "canopy_shade_fraction",
     "get_material",
+    "is_thermal",
     "path_reflectance",
     "sar_matrix",
 ]
@@ -282,8 +283,13 @@ def _response(band: Band) -> tuple[np.ndarray, np.ndarray]:
     return band.wavelength_nm + sigma * offsets, weights / weights.sum()
 
 
+def is_thermal(band: Band) -> bool:
+    """Whether a band is emissive: tagged thermal, or centred beyond 3000 nm."""
+    return band.modality is Modality.THERMAL or band.wavelength_nm > THERMAL_MIN_NM
+
+
 def _check_optical(band: Band) -> None:
-    if band.modality is not Modality.OPTICAL:
+    if band.modality not in (Modality.OPTICAL, Modality.THERMAL):
         raise ValueError(
             f"Band {band.name!r}: expected an optical band, got modality "
             f"{band.modality.name.lower()}; use sar_matrix for radar bands"
@@ -338,7 +344,7 @@ def band_matrix(
     for band in bands:
         _check_optical(band)
     out = np.zeros((len(spectra), len(bands)), dtype=np.float64)
-    reflective = [c for c, b in enumerate(bands) if b.wavelength_nm <= THERMAL_MIN_NM]
+    reflective = [c for c, b in enumerate(bands) if not is_thermal(b)]
     responses = [_response(bands[c]) for c in reflective]
     if responses:
         samples = np.stack([wavelengths for wavelengths, _ in responses])  # (C', K)
@@ -347,7 +353,7 @@ def band_matrix(
             for j, c in enumerate(reflective):
                 out[m, c] = float(np.dot(responses[j][1], values[j]))
     for c, band in enumerate(bands):
-        if band.wavelength_nm > THERMAL_MIN_NM:
+        if is_thermal(band):
             out[:, c] = [s.brightness_temperature_k / 100.0 for s in spectra]
     return out.astype(np.float32)
 

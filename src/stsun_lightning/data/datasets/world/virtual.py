@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from stsun_lightning.batch import Modality
+from stsun_lightning.data.datasets.world.spectra import is_thermal
 from stsun_lightning.data.io.statistics import InputStatistics
 from stsun_lightning.data.sensors import Band
 
@@ -201,7 +202,7 @@ def reflectance_statistics(bands: Sequence[Band]) -> InputStatistics:
     ``(kelvin / 100 - 3.0) / 0.1``, whatever the sensor. This keeps the spectral shape
     (a brighter band stays brighter), which per-band standardisation removes.
     """
-    thermal = [b.wavelength_nm > _THERMAL_MIN_NM for b in bands]
+    thermal = [is_thermal(b) for b in bands]
     return InputStatistics(
         tuple(b.name for b in bands),
         tuple(THERMAL_MEAN if t else REFLECTANCE_MEAN for t in thermal),
