@@ -172,13 +172,21 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``stsun``: ``stsun fit|validate|test|predict --config ...``.
+    """Entry point of ``stsun``: ``stsun fit|validate|test|predict|export --config ...``.
 
-    A person's mistake ends the output as ``error: <message>`` on stderr, one paragraph,
-    and exits with status 2; a bug keeps its traceback.
+    ``export`` is not a Trainer method, so it has a small parser of its own
+    (:func:`~stsun_lightning.export.command.export_main`). A person's mistake ends the
+    output as ``error: <message>`` on stderr, one paragraph, and exits with status 2; a
+    bug keeps its traceback.
     """
+    arguments = sys.argv[1:] if args is None else list(args)
     try:
-        build_cli(args)
+        if arguments[:1] == ["export"]:
+            from stsun_lightning.export.command import export_main
+
+            export_main(arguments[1:])
+            return
+        build_cli(arguments)
     except Exception as error:
         found = config_error_in(error)
         if found is not None:

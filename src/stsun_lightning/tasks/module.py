@@ -29,6 +29,8 @@ from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.errors import ConfigError, unknown_name_error
+from stsun_lightning.export.onnx import OnnxModel
+from stsun_lightning.export.predict import physical_record, predict_exported
 from stsun_lightning.models import StsunOutput, create_model
 from stsun_lightning.tasks.balance import LossBalance
 from stsun_lightning.tasks.evaluation import SourceEvaluation
@@ -87,6 +89,11 @@ class StsunTask(LightningModule):
             network trained on one sensor read other band sets (measured in
             ``benchmarks/accuracy.py``, experiment 1). 0 turns it off.
         min_bands: the fewest bands band dropout leaves an item.
+        onnx: an exported file (``stsun export``) to predict with instead of the network,
+            through onnxruntime (``stsun predict --model.onnx model.onnx``, no
+            ``ckpt_path``): the datamodule then reads physical values, which the file
+            normalises with the statistics fixed inside it (see
+            :mod:`~stsun_lightning.export.predict`). Prediction only.
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class StsunTask(LightningModule):
         compile_model: bool = False,
         band_dropout: float = 0.0,
         min_bands: int = 1,
+        onnx: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= band_dropout <= 1.0 or min_bands < 1:
@@ -122,6 +130,12 @@ class StsunTask(LightningModule):
         self.data_record: Any = None
         self._rng_to_restore: Mapping[str, Any] | None = None
         self._loader_states_to_restore: list[dict[str, Any]] = []
+        self.exported: OnnxModel | None = None
+        if onnx is not None:
+            self.exported = OnnxModel(onnx)
+            self.data_record = physical_record(self.exported.metadata)
+            # The written maps name the exported weights, not this module's.
+            self.weights_fingerprint = self.exported.metadata["model"]
 
     def configure_models(self) -> None:
         """The network, with vocabularies covering the sources, and the row translation."""
@@ -153,6 +167,8 @@ class StsunTask(LightningModule):
 
     def forward(self, batch: Batch) -> StsunOutput:
         """Run the network on a batch whose rows follow this datamodule's vocabularies."""
+        if self.exported is not None:
+            return predict_exported(self.exported, batch, self.data_vocabularies)
         return self.model(self.to_model_rows(batch))
 
     def to_model_rows(self, batch: Batch) -> Batch:
