@@ -1,5 +1,6 @@
 """``stsun export``: ONNX parity with PyTorch, errors, metadata and ``stsun predict`` through it."""
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rio_cogeo.cogeo import cog_validate
 
 from predict.rasters import BANDS, CATEGORIES, predict, s2_input, write_raster
-from stsun_lightning.cli import main
+from stsun_lightning.cli import build_cli, main
 from stsun_lightning.data.datasets.frames import FrameRule
 from stsun_lightning.data.io.statistics import InputStatistics
 from stsun_lightning.data.record import InputRecord, SourceRecord, record_to_dict
@@ -47,7 +49,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(checkpoint, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("export") / "model.onnx"
-    export_model(str(checkpoint), str(path), batch_size=2)
+    export_model(str(checkpoint), str(path))
     return path
 
 
@@ -158,3 +160,25 @@ def test_predict_through_the_export_writes_the_checkpoints_cog(checkpoint, expor
 def _read(path: Path) -> np.ndarray:
     with rasterio.open(path) as dst:
         return dst.read()
+
+
+@pytest.mark.slow
+def test_stsun_predict_takes_the_exported_file(exported, tmp_path):
+    raster = write_raster(tmp_path / "in" / "tile.tif", 80, 90, seed=4)
+    out = tmp_path / "predictions"
+    build_cli(
+        [
+            "predict", "--trainer.accelerator=cpu", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.callbacks=stsun_lightning.predict.GeoTiffPredictionWriter",
+            f"--trainer.callbacks.output_dir={out}",
+            "--data=stsun_lightning.data.RasterPredictionDataModule",
+            f"--data.inputs={json.dumps(s2_input(str(raster)))}",
+            f"--data.categories={json.dumps(CATEGORIES)}", "--data.window=64",
+            "--data.overlap=16", f"--model.onnx={exported}",
+        ]
+    )  # fmt: skip
+    assert cog_validate(str(out / "tile.tif"))[0]
+    with rasterio.open(out / "tile.tif") as dst:
+        assert dst.tags()["MODEL"] == read_metadata(exported)["model"]
+        assert dst.shape == (80, 90)
