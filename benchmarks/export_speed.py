@@ -22,7 +22,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +29,15 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from stsun_lightning.data.sensors import get_sensor  # noqa: E402
-from stsun_lightning.export import OnnxModel, ServedBand, ServedStsun, ServingSpec  # noqa: E402
-from stsun_lightning.export.onnx import export_onnx  # noqa: E402
-from stsun_lightning.models import create_model  # noqa: E402
+from stsun_lightning.data.sensors import get_sensor
+from stsun_lightning.export import OnnxModel, ServedBand, ServedStsun, ServingSpec
+from stsun_lightning.export.onnx import export_onnx
+from stsun_lightning.models import create_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BANDS = ["B02", "B03", "B04", "B08"]
 CATEGORIES = ["water", "tree_cover", "cropland", "built_up"]
+KEYS = ("wavelength_nm", "bandwidth_nm")
 MEAN, STD = [900.0, 1000.0, 1100.0, 2500.0], [400.0, 450.0, 500.0, 900.0]
 
 
@@ -50,9 +48,14 @@ def served_model(preset: str) -> ServedStsun:
     metadata = get_sensor("sentinel2_l2a").metadata(BANDS)
     bands = tuple(
         ServedBand(
-            "s2", "sentinel2_l2a", name, float(metadata["wavelength_nm"][i]),
-            float(metadata["bandwidth_nm"][i]), int(metadata["modality"][i]), MEAN[i], STD[i],
-        )  # fmt: skip
+            "s2",
+            "sentinel2_l2a",
+            name,
+            *(float(metadata[k][i]) for k in KEYS),
+            int(metadata["modality"][i]),
+            MEAN[i],
+            STD[i],
+        )
         for i, name in enumerate(BANDS)
     )
     spec = ServingSpec(bands, "semantic_segmentation", tuple(CATEGORIES), (), "state", 1)

@@ -182,3 +182,10 @@ def test_stsun_predict_takes_the_exported_file(exported, tmp_path):
     with rasterio.open(out / "tile.tif") as dst:
         assert dst.tags()["MODEL"] == read_metadata(exported)["model"]
         assert dst.shape == (80, 90)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_and_an_exported_file_together_are_refused(checkpoint, exported):
+    task = StsunTask("stsun_tiny", sources=SOURCES, onnx=str(exported))
+    with pytest.raises(ConfigError, match=r"give ckpt_path or model\.onnx, not both"):
+        task.on_load_checkpoint(torch.load(checkpoint, weights_only=True))

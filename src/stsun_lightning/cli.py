@@ -1,6 +1,7 @@
 """The ``stsun`` command: a LightningCLI over :class:`StsunTask` and any datamodule.
 
-``stsun fit|validate|test|predict --config ...``. DDP, mixed precision, multi-node SLURM,
+``stsun fit|validate|test|predict --config ...``, and ``stsun export`` (a checkpoint to
+ONNX, :mod:`stsun_lightning.export`). DDP, mixed precision, multi-node SLURM,
 checkpointing and TensorBoard come from Lightning's Trainer; what the model must know
 about the data (its sources: tasks, class names, variables) flows from the datamodule
 into the model by ``link_arguments``, never typed twice.
@@ -186,7 +187,7 @@ def main(args: list[str] | None = None) -> None:
 
             export_main(arguments[1:])
             return
-        build_cli(arguments)
+        build_cli(args)
     except Exception as error:
         found = config_error_in(error)
         if found is not None:

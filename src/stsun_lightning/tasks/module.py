@@ -356,8 +356,14 @@ class StsunTask(LightningModule):
 
         Raises:
             ConfigError: a checkpoint of a newer format, of no STSUN task, or of a network
-                of other shapes (naming the first parameters that differ and the presets).
+                of other shapes (naming the first parameters that differ and the presets);
+                a checkpoint for a task that predicts with an exported file.
         """
+        if self.exported is not None:
+            raise ConfigError(
+                f"model.onnx ({self.exported.path}) predicts with the exported file's weights "
+                "and statistics: give ckpt_path or model.onnx, not both."
+            )
         check_format(checkpoint)
         check_shapes(self.state_dict(), checkpoint, self.hparams)
         self.balance.load_state_dict(checkpoint.get("loss_balance", {}))
