@@ -60,6 +60,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("predict_memory", "predict_memory.py", "predict_memory"),
     Benchmark("agreement", "agreement.py", "agreement"),
     Benchmark("predict_writer", "predict_writer.py", "predict_writer"),
+    Benchmark("export_speed", "export_speed.py", "export_speed"),
     Benchmark("scale_options", "scale_options.py", "scale_options"),
     Benchmark("world_separability", "world_separability.py", "world_separability"),
     Benchmark("accuracy", "accuracy.py", "accuracy"),

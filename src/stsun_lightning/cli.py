@@ -1,6 +1,7 @@
 """The ``stsun`` command: a LightningCLI over :class:`StsunTask` and any datamodule.
 
-``stsun fit|validate|test|predict --config ...``. DDP, mixed precision, multi-node SLURM,
+``stsun fit|validate|test|predict --config ...``, and ``stsun export`` (a checkpoint to
+ONNX, :mod:`stsun_lightning.export`). DDP, mixed precision, multi-node SLURM,
 checkpointing and TensorBoard come from Lightning's Trainer; what the model must know
 about the data (its sources: tasks, class names, variables) flows from the datamodule
 into the model by ``link_arguments``, never typed twice.
@@ -172,12 +173,20 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> StsunCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``stsun``: ``stsun fit|validate|test|predict --config ...``.
+    """Entry point of ``stsun``: ``stsun fit|validate|test|predict|export --config ...``.
 
-    A person's mistake ends the output as ``error: <message>`` on stderr, one paragraph,
-    and exits with status 2; a bug keeps its traceback.
+    ``export`` is not a Trainer method, so it has a small parser of its own
+    (:func:`~stsun_lightning.export.command.export_main`). A person's mistake ends the
+    output as ``error: <message>`` on stderr, one paragraph, and exits with status 2; a
+    bug keeps its traceback.
     """
+    arguments = sys.argv[1:] if args is None else list(args)
     try:
+        if arguments[:1] == ["export"]:
+            from stsun_lightning.export.command import export_main
+
+            export_main(arguments[1:])
+            return
         build_cli(args)
     except Exception as error:
         found = config_error_in(error)

@@ -20,6 +20,7 @@ __all__ = [
     "TaskModulation",
     "affine_parameters",
     "allow_some_key",
+    "exporting",
     "fold_modulation",
     "folded_linear",
     "modulated_linear",
@@ -27,6 +28,17 @@ __all__ = [
 
 Modulation = tuple[Tensor, Tensor, Tensor]
 """(shift, scale, gate) of one sub-layer, each (B, D), or (1, D) shared by the batch."""
+
+
+def exporting() -> bool:
+    """Whether the network is being captured as a graph (``torch.export``, ONNX export).
+
+    A captured graph cannot branch on tensor values, so the network then takes the
+    general path of each shortcut it would otherwise choose by value (one task in the
+    batch, every token real, a single real date): each shortcut gives the same result
+    as the general path, only faster.
+    """
+    return torch.compiler.is_exporting()
 
 
 def allow_some_key(key_mask: Tensor) -> Tensor:

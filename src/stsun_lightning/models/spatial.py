@@ -103,15 +103,18 @@ def ground_position_encoding(
         raise ValueError(f"Position encoding width must be a multiple of 4, got {dim}.")
     b = gsd_m.shape[0]
     spacing = patch_size * gsd_m.float()  # (B,) metres per token
-    centres = torch.arange(max(h, w), device=gsd_m.device, dtype=torch.float32) + 0.5
-    positions = centres[None] * spacing[:, None]  # (B, max(h, w))
-    if offset_m is None:
-        code = encode_ground_positions(positions, spacing, dim // 4)  # (B, max(h, w), dim / 2)
-        row_code, col_code = code[:, :h], code[:, :w]
-    else:
-        offset_m = offset_m.to(positions)
-        row_code = encode_ground_positions(positions[:, :h] + offset_m[:, :1], spacing, dim // 4)
-        col_code = encode_ground_positions(positions[:, :w] + offset_m[:, 1:], spacing, dim // 4)
+    # Rows and columns coded apart (not one code of max(h, w) cut to each): an exported
+    # graph keeps h and w symbolic, with no branch on which is larger.
+    row_code, col_code = (
+        encode_ground_positions(
+            (torch.arange(n, device=gsd_m.device, dtype=torch.float32) + 0.5)[None]
+            * spacing[:, None]
+            + (0.0 if offset_m is None else offset_m.to(spacing)[:, axis : axis + 1]),
+            spacing,
+            dim // 4,
+        )  # (B, n, dim / 2)
+        for axis, n in enumerate((h, w))
+    )
     row_enc = row_code[:, :, None, :].expand(-1, h, w, -1)
     col_enc = col_code[:, None, :, :].expand(-1, h, w, -1)
     return torch.cat([row_enc, col_enc], -1).reshape(b, h * w, dim)
@@ -132,7 +135,9 @@ def real_token_origin(token_valid: Tensor) -> Tensor:
     return torch.stack([rows.int().argmax(1), cols.int().argmax(1)], 1)
 
 
-def roll_token_grid(x: Tensor, origin: list[tuple[int, int]], inverse: bool = False) -> Tensor:
+def roll_token_grid(
+    x: Tensor, origin: list[tuple[int, int]] | Tensor, inverse: bool = False
+) -> Tensor:
     """Move each item's grid so that its ``origin`` is at (0, 0), or back with ``inverse``.
 
     What rolls off the top and left wraps round to the bottom and right; those rows and
@@ -141,22 +146,42 @@ def roll_token_grid(x: Tensor, origin: list[tuple[int, int]], inverse: bool = Fa
 
     Args:
         x: (B, ..., h, w, D) or (B, h, w) tokens or masks.
-        origin: per item, the (row, column) that becomes (0, 0).
+        origin: per item, the (row, column) that becomes (0, 0): a list of numbers, or
+            a (B, 2) long tensor (what an exported graph uses: it cannot branch on values).
         inverse: undo the move.
 
     Returns:
         ``x`` with each item's grid rolled.
     """
-    if not any(r or c for r, c in origin):
-        return x
     dims = (-3, -2) if x.dim() > 3 else (-2, -1)
     sign = 1 if inverse else -1
+    if isinstance(origin, Tensor):
+        return _gather_roll(x, origin, dims, sign)
+    if not any(r or c for r, c in origin):
+        return x
     return torch.stack(
         [
             item.roll((sign * r, sign * c), dims) if (r or c) else item
             for item, (r, c) in zip(x, origin, strict=True)
         ]
     )
+
+
+def _gather_roll(x: Tensor, origin: Tensor, dims: tuple[int, int], sign: int) -> Tensor:
+    """:func:`roll_token_grid` by a (B, 2) tensor of shifts, as gathers from the doubled grid.
+
+    Indices into ``cat([x, x])`` never need a modulo (which ONNX export cannot take by a
+    symbolic size): rolling back by r reads token i + r, rolling forth reads i + size - r.
+    """
+    for axis, dim in enumerate(dims):
+        size = x.shape[dim]
+        steps = origin[:, axis : axis + 1]  # (B, 1)
+        start = steps if sign < 0 else size - steps
+        index = torch.arange(size, device=x.device)[None] + start  # (B, size), in [0, 2 size)
+        view = [x.shape[0]] + [1] * (x.dim() - 1)
+        view[dim] = size
+        x = torch.gather(torch.cat([x, x], dim), dim, index.view(view).expand_as(x))
+    return x
 
 
 def window_segments(size: int, window: int, shift: int) -> list[tuple[int, int, int]]:
@@ -172,7 +197,9 @@ def window_segments(size: int, window: int, shift: int) -> list[tuple[int, int, 
         tokens from token ``start``: a short first window when shifted, the full ones,
         and a short last one where ``size`` ends inside a window.
     """
-    head = min((window - shift) % window, size)
+    head = (window - shift) % window
+    if head > size:  # not min(): an exported graph then keeps a plain number here
+        head = size
     full = (size - head) // window
     tail = size - head - full * window
     runs = [(0, 1, head), (head, full, window), (head + full * window, 1, tail)]

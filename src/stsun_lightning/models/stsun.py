@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from stsun_lightning.batch import Batch
 from stsun_lightning.models.decoder import PixelDecoder, Upsampling
 from stsun_lightning.models.heads import CategoryHead, ValueHead
+from stsun_lightning.models.layers import exporting
 from stsun_lightning.models.spatial import (
     ground_position_encoding,
     real_token_origin,
@@ -192,9 +193,9 @@ class Stsun(nn.Module):
         ).to(image.dtype)
         task_embedding = self.task_embedding(batch.task).to(image.dtype)
         # Batches are homogeneous by design: one task means one modulation for all items.
-        condition = (
-            task_embedding[:1] if bool((batch.task == batch.task[0]).all()) else task_embedding
-        )
+        # An exported graph cannot branch on values: it modulates per item (the same result).
+        one_task = not exporting() and bool((batch.task == batch.task[0]).all())
+        condition = task_embedding[:1] if one_task else task_embedding
 
         tokens = self.tokenizer(
             image, band_embedding, batch.band_mask, task_embedding
@@ -204,7 +205,9 @@ class Stsun(nn.Module):
         # Positions and windows start at the first real token, so padding an image at
         # the top or left by whole patches changes nothing (as at the bottom or right).
         token_grid_valid = token_valid
-        origin = [(int(r), int(c)) for r, c in real_token_origin(token_valid).tolist()]
+        origin = real_token_origin(token_valid)
+        if not exporting():  # rows and columns as numbers: most items need no roll at all
+            origin = [(int(r), int(c)) for r, c in origin.tolist()]
         tokens = roll_token_grid(tokens, origin)
         token_valid = roll_token_grid(token_valid, origin).view(b, h * w)
         offset = None
@@ -253,7 +256,8 @@ class Stsun(nn.Module):
         Returns:
             image (B, T, C, Hp, Wp) and valid (B, Hp, Wp) bool.
         """
-        if bool(batch.valid_mask.all() & batch.band_mask.all() & batch.time_mask.all()):
+        everything_real = batch.valid_mask.all() & batch.band_mask.all() & batch.time_mask.all()
+        if not exporting() and bool(everything_real):
             image = torch.nan_to_num(batch.image, nan=0.0, posinf=0.0, neginf=0.0)  # one pass
         else:
             keep = (

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stsun_lightning.batch import OutputKind
-from stsun_lightning.models.layers import Attention, TaskModulation
+from stsun_lightning.models.layers import Attention, TaskModulation, exporting
 
 __all__ = ["DAYS_PER_YEAR", "DateEncoder", "OutputSlots", "slot_anchor_weights"]
 
@@ -139,7 +139,7 @@ class OutputSlots(nn.Module):
         not_aggregate = (kind != int(OutputKind.AGGREGATE))[..., None]
         anchored = ((weights_a > 0) | (weights_b > 0)) & not_aggregate
         keys = time_mask[:, None, :] & ~anchored  # (B, To, T)
-        if bool(keys.any()):
+        if exporting() or bool(keys.any()):
             context = self.norm_context(tokens.transpose(1, 2))  # (B, L, T, D)
             (attention_mod,) = self.modulation(task_embedding)
             mask = keys[:, None, None]  # (B, 1(L), 1(heads), To, T)

@@ -10,6 +10,7 @@ from stsun_lightning.models.layers import (
     Attention,
     Mlp,
     TaskModulation,
+    exporting,
     fold_modulation,
     folded_linear,
 )
@@ -42,7 +43,9 @@ class TokenLayout:
         self.grid = grid
         self.window = window
         # One real frame everywhere: temporal attention would be an exact identity (null key).
-        self.temporal = temporal and bool((time_mask.sum(1) > 1).any())
+        # (An exported graph cannot branch on values: it keeps the layers whenever T > 1.)
+        several = time_mask.shape[1] > 1 if exporting() else bool((time_mask.sum(1) > 1).any())
+        self.temporal = temporal and several
         b, t = time_mask.shape
         if self.temporal:
             # Each date attends to the other real dates (not itself) and the null key.
@@ -54,7 +57,7 @@ class TokenLayout:
         # so that attention runs without a mask (its fastest kernel).
         self.key_valid = (
             None
-            if bool(token_valid.all())
+            if not exporting() and bool(token_valid.all())
             else token_valid[:, None].expand(b, t, -1).reshape(b * t, -1)
         )
 

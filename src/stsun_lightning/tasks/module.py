@@ -31,6 +31,8 @@ from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
 from stsun_lightning.errors import ConfigError, unknown_name_error
+from stsun_lightning.export.onnx import OnnxModel
+from stsun_lightning.export.predict import physical_record, predict_exported
 from stsun_lightning.models import StsunOutput, create_model
 from stsun_lightning.tasks.balance import LossBalance
 from stsun_lightning.tasks.evaluation import SourceEvaluation
@@ -118,6 +120,11 @@ class StsunTask(FineTuning, LightningModule):
         lora: low-rank adaptation of the trunk's linear layers, ``{rank: 8, alpha: 16}``
             (needs ``peft``); the trunk's own weights are frozen, the adapters merged back
             at the end of fit and in every checkpoint (see :mod:`~stsun_lightning.tasks.lora`).
+        onnx: an exported file (``stsun export``) to predict with instead of the network,
+            through onnxruntime (``stsun predict --model.onnx model.onnx``, no
+            ``ckpt_path``): the datamodule then reads physical values, which the file
+            normalises with the statistics fixed inside it (see
+            :mod:`~stsun_lightning.export.predict`). Prediction only.
     """
 
     def __init__(
@@ -143,6 +150,7 @@ class StsunTask(FineTuning, LightningModule):
         freeze: list[str] | None = None,
         known_categories_lr: float = 1.0,
         lora: dict[str, int | float] | None = None,
+        onnx: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= band_dropout <= 1.0 or min_bands < 1:
@@ -169,6 +177,12 @@ class StsunTask(FineTuning, LightningModule):
         self._prepared_for_fit = False
         self._resumed = False
         self._frozen: list[torch.nn.Module] = []
+        self.exported: OnnxModel | None = None
+        if onnx is not None:
+            self.exported = OnnxModel(onnx)
+            self.data_record = physical_record(self.exported.metadata)
+            # The written maps name the exported weights, not this module's.
+            self.weights_fingerprint = self.exported.metadata["model"]
 
     def configure_models(self) -> None:
         """The network, with vocabularies covering the sources, and the row translation."""
@@ -200,6 +214,8 @@ class StsunTask(FineTuning, LightningModule):
 
     def forward(self, batch: Batch) -> StsunOutput:
         """Run the network on a batch whose rows follow this datamodule's vocabularies."""
+        if self.exported is not None:
+            return predict_exported(self.exported, batch, self.data_vocabularies)
         return self.model(self.to_model_rows(batch))
 
     def to_model_rows(self, batch: Batch) -> Batch:
@@ -397,8 +413,14 @@ class StsunTask(FineTuning, LightningModule):
 
         Raises:
             ConfigError: a checkpoint of a newer format, of no STSUN task, or of a network
-                of other shapes (naming the first parameters that differ and the presets).
+                of other shapes (naming the first parameters that differ and the presets);
+                a checkpoint for a task that predicts with an exported file.
         """
+        if self.exported is not None:
+            raise ConfigError(
+                f"model.onnx ({self.exported.path}) predicts with the exported file's weights "
+                "and statistics: give ckpt_path or model.onnx, not both."
+            )
         check_format(checkpoint)
         if self.lora is not None and lora_layers(self.model) and "state_dict" in checkpoint:
             plain_state_to_lora(
