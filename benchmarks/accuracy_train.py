@@ -33,6 +33,7 @@ def fit(
     learning_rate: float = 2e-3,
     weight_decay: float = 0.05,
     warmup_steps: int = 50,
+    on_optimiser: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> dict[str, float]:
     """Minimise ``loss_of_step(step)`` for ``steps`` steps.
 
@@ -43,6 +44,8 @@ def fit(
         learning_rate: peak learning rate.
         weight_decay: decay of layer weights (not of tables, norms, biases or scales).
         warmup_steps: linear warm-up, at most a tenth of ``steps``.
+        on_optimiser: called with the optimiser before the first step (e.g. to set a
+            parameter group's rate).
 
     Returns:
         ``{"seconds", "first_loss", "last_loss"}`` (last: mean of the last 10 % of steps).
@@ -51,6 +54,8 @@ def fit(
     optimiser, scheduler = adamw_with_schedule(
         model, learning_rate, weight_decay, steps, warmup, min_lr_ratio=0.01
     )
+    if on_optimiser is not None:
+        on_optimiser(optimiser)
     trained = [p for group in optimiser.param_groups for p in group["params"]]
     losses = []
     start = time.perf_counter()

@@ -57,7 +57,7 @@ from accuracy_data import (
     render_stack,
     standardise,
 )
-from accuracy_train import scores
+from accuracy_train import fit, scores
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLASSES
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
@@ -66,7 +66,6 @@ from stsun_lightning.tasks.imprint import PixelFeatureMeans, imprint_rows
 from stsun_lightning.tasks.lora import LoraOptions, add_lora, merge_lora
 from stsun_lightning.tasks.losses import category_loss
 from stsun_lightning.tasks.metrics import ClassMetrics
-from stsun_lightning.tasks.optimizer import adamw_with_schedule
 from stsun_lightning.tasks.parts import PARTS, KnownRowsRate, freeze_parts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,25 +116,11 @@ def train(
     learning_rate: float,
     on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> dict[str, float]:
-    """AdamW with warm-up and cosine decay (the project's), clipping at 1.0."""
-    optimizer, schedule = adamw_with_schedule(
-        trainable, learning_rate, 0.05, steps, max(1, steps // 10), 0.01
+    """AdamW with warm-up (a tenth of the steps) and cosine decay, clipping at 1.0."""
+    run = fit(
+        trainable, loss_of_step, steps, learning_rate, warmup_steps=steps, on_optimiser=on_optimizer
     )
-    if on_optimizer is not None:
-        on_optimizer(optimizer)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    start = time.perf_counter()
-    losses = []
-    for step in range(steps):
-        loss = loss_of_step(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-    seconds = time.perf_counter() - start
-    return {"step_seconds": seconds / max(steps, 1), "last_loss": losses[-1] if losses else 0.0}
+    return {"step_seconds": run["seconds"] / max(steps, 1), "last_loss": run["last_loss"]}
 
 
 def _rows(network: Stsun, classes: Sequence[str]) -> list[int]:
