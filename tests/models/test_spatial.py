@@ -187,3 +187,15 @@ def test_position_jitter_acts_in_training_only():
     assert not torch.allclose(first, model(batch.validate()).logits)
     with pytest.raises(ValueError, match="position_jitter_m"):
         _model(position_jitter_m=-1.0)
+
+
+def test_seeded_position_jitter_repeats_whatever_else_draws_random_numbers():
+    batch = make_batch(b=2, t=1, c=3, h=32, w=32)
+    model = _model().train()
+    model.seed_position_jitter(7)
+    first = model(batch.validate()).logits
+    torch.rand(5)  # another draw from torch's global generator changes nothing
+    model.seed_position_jitter(7)
+    torch.testing.assert_close(model(batch.validate()).logits, first)
+    model.seed_position_jitter(8)
+    assert not torch.allclose(model(batch.validate()).logits, first)

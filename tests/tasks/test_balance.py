@@ -106,10 +106,9 @@ def test_bad_balance_arguments_are_named(arguments, message):
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_the_default_trains_on_the_raw_loss():
-    task = StsunTask("stsun_tiny", sources=SOURCES)
+    # No position jitter: the two passes must see one network.
+    task = StsunTask("stsun_tiny", sources=SOURCES, model_overrides={"position_jitter_m": 0.0})
     batch = make_batch(task=5, categories=None, variables=[0], source="height")
-    torch.manual_seed(0)  # the same position jitter in both passes
     raw = batch_loss(task(batch), batch).value
-    torch.manual_seed(0)
     torch.testing.assert_close(task.training_step(batch, 0).detach(), raw.detach())
     assert task.balance.measuring() == ()

@@ -110,6 +110,7 @@ class Stsun(nn.Module):
         if position_jitter_m < 0:
             raise ValueError(f"position_jitter_m must be >= 0, got {position_jitter_m}.")
         self.position_jitter_m = position_jitter_m
+        self._jitter_generator: torch.Generator | None = None  # None: torch's global one
         self.dim = dim
         self.patch_size = patch_size
         self.band_encoder = BandEncoder(band_dim, encoding=wavelength_encoding)
@@ -142,6 +143,17 @@ class Stsun(nn.Module):
         with torch.no_grad():  # biases start at zero: no class is favoured before training
             self.category_embedding.weight[:, -1].zero_()
         self.set_activation_checkpointing(activation_checkpointing)
+
+    def seed_position_jitter(self, seed: int) -> None:
+        """Draw the next training passes' position offsets from a generator seeded by ``seed``.
+
+        A training loop seeds it per step and rank (see ``StsunTask.training_step``), so
+        the offsets depend on where the run is, not on what else drew random numbers:
+        a run resumed mid-epoch on several ranks draws what the uninterrupted one drew.
+        """
+        if self._jitter_generator is None:
+            self._jitter_generator = torch.Generator()
+        self._jitter_generator.manual_seed(seed)
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute (or keep) the activations of every trunk block in training.
@@ -212,7 +224,8 @@ class Stsun(nn.Module):
         token_valid = roll_token_grid(token_valid, origin).view(b, h * w)
         offset = None
         if self.training and self.position_jitter_m > 0:
-            offset = torch.rand(b, 2, device=tokens.device) * self.position_jitter_m
+            drawn = torch.rand(b, 2, generator=self._jitter_generator)
+            offset = drawn.to(tokens.device) * self.position_jitter_m
         position = ground_position_encoding(h, w, p, batch.gsd_m, self.dim, offset)
         position = position.to(tokens.dtype)
         dates = self.date_encoder(batch.dates).to(tokens.dtype)

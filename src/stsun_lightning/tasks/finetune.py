@@ -155,8 +155,8 @@ class FineTuning:
                         table.vocabulary.kind,
                         name,
                         learnt,
-                        where="the datamodule's "
-                        f"{kind}; the network, e.g. from its checkpoint, never learnt it",
+                        where=f"the datamodule's {'task' if kind == 'tasks' else kind}; the "
+                        "network, e.g. from its checkpoint, never learnt it",
                     )
 
     def on_validation_start(self) -> None:

@@ -242,6 +242,9 @@ class StsunTask(FineTuning, LightningModule):
         """One step on one source's batch; a non-finite loss on any rank skips it everywhere."""
         source = self._source(batch)
         batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
+        # Position offsets from (seed, step, rank): the same after a resume on every rank.
+        step_seed = (torch.initial_seed() * 1_000_003 + self.global_step) * 1_009
+        self.model.seed_position_jitter((step_seed + self.global_rank) % 2**63)
         loss = batch_loss(self(batch), batch)
         finite = bool(torch.isfinite(loss.value))
         measured = float(loss.value.detach()) if finite and loss.labelled else None
