@@ -28,12 +28,12 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from stsun_lightning.errors import unknown_name_error
 from stsun_lightning.models import Stsun
 from stsun_lightning.tasks.imprint import PixelFeatureMeans, imprint_rows, rows_from_categories
 from stsun_lightning.tasks.init_from import describe_merges, load_initial_weights
 from stsun_lightning.tasks.lora import LoraOptions, add_lora, merge_lora
 from stsun_lightning.tasks.parts import freeze_parts, frozen_modules
+from stsun_lightning.tasks.rows import unlearnt_name_error
 
 __all__ = ["FineTuning"]
 
@@ -151,13 +151,7 @@ class FineTuning:
             for name in table.unlearnt:
                 if name in wanted:
                     learnt = [n for n in table.vocabulary if n not in set(table.unlearnt)]
-                    raise unknown_name_error(
-                        table.vocabulary.kind,
-                        name,
-                        learnt,
-                        where=f"the datamodule's {'task' if kind == 'tasks' else kind}; the "
-                        "network, e.g. from its checkpoint, never learnt it",
-                    )
+                    raise unlearnt_name_error(table.vocabulary.kind, name, learnt, kind)
 
     def on_validation_start(self) -> None:
         """Refuse names the network never learnt (outside fit)."""

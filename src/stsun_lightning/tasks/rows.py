@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from stsun_lightning.batch import Batch
-from stsun_lightning.errors import unknown_name_error
+from stsun_lightning.errors import UnknownNameError, unknown_name_error
 from stsun_lightning.models import Stsun
 
-__all__ = ["RowMap"]
+__all__ = ["RowMap", "unlearnt_name_error"]
 
 # Batch field -> (vocabulary kind, the network's table of that kind, name in messages).
 _FIELDS = {
@@ -25,6 +25,17 @@ _FIELDS = {
     "categories": ("categories", "category_embedding", "category"),
     "variables": ("variables", "variable_embedding", "variable"),
 }
+
+
+def unlearnt_name_error(noun: str, name: str, known: Sequence[str], kind: str) -> UnknownNameError:
+    """The error for a datamodule's name (of vocabulary ``kind``) the network never learnt."""
+    return unknown_name_error(
+        noun,
+        name,
+        known,
+        where=f"the datamodule's {'task' if kind == 'tasks' else kind}; the network, e.g. "
+        "from its checkpoint, never learnt it",
+    )
 
 
 class RowMap:
@@ -71,13 +82,7 @@ class RowMap:
             index = {name: row for row, name in enumerate(names)}
             for name in data_names:
                 if name not in index:
-                    raise unknown_name_error(
-                        noun,
-                        name,
-                        names,
-                        where=f"the datamodule's {'task' if kind == 'tasks' else kind}; the "
-                        "network, e.g. from its checkpoint, never learnt it",
-                    )
+                    raise unlearnt_name_error(noun, name, names, kind)
             lookup = torch.tensor([index[n] for n in data_names], dtype=torch.long)
         self._cache[kind] = (names, lookup)
         return lookup

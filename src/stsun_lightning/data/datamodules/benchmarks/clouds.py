@@ -38,6 +38,8 @@ CLOUD_CATEGORIES = ("cloud_shadow", "clear", "thin_cloud", "cloud")
 GeoSlice = tuple[slice, slice, slice]
 
 
+_MASK_TABLE = label_table({i + 1: i for i in range(len(CLOUD_CATEGORIES))})
+"""TorchGeo's mask values -> category indices (built once, not per patch)."""
 _PREVIEW_STREAM = 17  # where a training item's statistics preview is read
 
 
@@ -45,8 +47,7 @@ def _patch_example(sample: dict[str, Any], date: float, patch_size: int) -> Exam
     """One frame of TorchGeo's sample; fill (all bands 0) is missing data, its label ignored."""
     image = sample["image"].float()  # (C, H, W)
     image = torch.where((image == 0).all(0), float("nan"), image)
-    table = label_table({i + 1: i for i in range(len(CLOUD_CATEGORIES))})
-    target = apply_table(table, sample["mask"])
+    target = apply_table(_MASK_TABLE, sample["mask"])
     example = Example(image[None], target, torch.tensor([date], dtype=torch.float64))
     # Exact size, whatever the rounding of the warp.
     return example.crop((0, 0, patch_size, patch_size))

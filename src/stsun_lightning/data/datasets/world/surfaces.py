@@ -27,6 +27,7 @@ from stsun_lightning.data.datasets.world.render import (
     SurfaceState,
     render_optical,
 )
+from stsun_lightning.data.datasets.world.spectra import is_thermal
 from stsun_lightning.data.sensors import Band
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 SURFACE_BANDS = (*MATERIAL_NAMES, "cloud", "shadow", "cirrus", "nodata")
 """Channels of a surface: material weights, then sky opacities, then nodata (0 or 1)."""
 _M = len(MATERIAL_NAMES)
-_THERMAL_MIN_NM = 3000.0
 
 
 def surface_array(state: SurfaceState, sky: Sky, missing: np.ndarray) -> np.ndarray:
@@ -132,7 +132,7 @@ def render_surface(
         ValueError: a thermal or non-optical band, naming it.
     """
     for band in bands:
-        if band.wavelength_nm > _THERMAL_MIN_NM or band.modality is not Modality.OPTICAL:
+        if is_thermal(band) or band.modality is not Modality.OPTICAL:
             raise ValueError(
                 f"Band {band.name!r}: surfaces render optical reflective bands only, got "
                 f"{band.wavelength_nm:g} nm ({band.modality.name.lower()})."

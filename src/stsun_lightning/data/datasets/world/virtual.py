@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from stsun_lightning.batch import Modality
-from stsun_lightning.data.datasets.world.spectra import is_thermal
+from stsun_lightning.data.datasets.world.spectra import THERMAL_MIN_NM, is_thermal
 from stsun_lightning.data.io.statistics import InputStatistics
 from stsun_lightning.data.sensors import Band
 
@@ -48,7 +48,6 @@ THERMAL_MEAN = 3.0
 """Fixed mean of thermal bands (kelvin / 100, as the world stores them: 300 K)."""
 THERMAL_STD = 0.1
 """Fixed standard deviation of thermal bands (10 K)."""
-_THERMAL_MIN_NM = 3000.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ class VirtualSensors:
                 f"need 1 <= min_bands <= max_bands, got {self.min_bands} and {self.max_bands}"
             )
         low, high = self.wavelength_nm
-        if not 0 < low < high <= _THERMAL_MIN_NM:
+        if not 0 < low < high <= THERMAL_MIN_NM:
             problems.append(f"wavelength_nm must lie in (0, 3000] nm, got {self.wavelength_nm}")
         if not 0 < self.fwhm_nm[0] <= self.fwhm_nm[1]:
             problems.append(f"fwhm_nm must be positive and ordered, got {self.fwhm_nm}")
@@ -184,7 +183,7 @@ def jitter_bands(
     scales = np.exp(rng.normal(0.0, fwhm_log_sd, len(bands))) if fwhm_log_sd > 0 else None
     out = []
     for i, band in enumerate(bands):
-        if band.modality is not Modality.OPTICAL or band.wavelength_nm > _THERMAL_MIN_NM:
+        if band.modality is not Modality.OPTICAL or is_thermal(band):
             out.append(band)
             continue
         centre = max(1.0, band.wavelength_nm + float(shifts[i]))
