@@ -619,7 +619,7 @@ def new_classes(
     Ours is :func:`finetune.adapt` with ``"rows"``: the checkpoint's vocabulary merged with
     the fine class set, the new rows imprinted from the mean pixel features of their
     labelled pixels, everything but the category vocabulary frozen, the known rows, their
-    biases and the scale at 0.1 × the learning rate (``benchmarks/finetune.py``).
+    biases and the scale at the same rate (``benchmarks/finetune.py``).
     """
     fine_train = dataclasses.replace(
         train, label=render_labels(train_layouts, 10.0, "fine"), classes=FINE_CLASSES

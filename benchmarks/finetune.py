@@ -15,7 +15,7 @@ unseen scenes, whole:
 
 - ``rows`` (ours): the project's fine-tuning workflow with everything but the category
   vocabulary frozen: merged vocabularies, new rows imprinted from the mean pixel features
-  of their labelled pixels, known rows, biases and scale at 0.1 × the learning rate;
+  of their labelled pixels, known rows, biases and scale at the same rate (the task's default);
 - ``rows_lora`` (ours): the same plus LoRA (rank 8) on the trunk's linear layers,
   merged back before scoring;
 - ``head``: (a) a new 1×1 convolution on the frozen network's pixel features;
@@ -83,7 +83,10 @@ LABELS = {
 LEARNING_RATES = {"rows": 3e-2, "rows_lora": 3e-2, "head": 1e-2, "scratch": 2e-3, "full": 1e-3}
 """Peak learning rates; the rows (values of order 1) need a high one (3e-2 against 1e-2:
 16 patches, quick mode, 0.30 against 0.17 mIoU)."""
-KNOWN_ROWS_LR = 0.1
+KNOWN_ROWS_LR = 1.0
+"""Known rows, biases and scale at the full rate (the task's default): against 0.1 ×, full
+mode, seed 0, new rows alone: 0.573 / 0.612 / 0.633 mIoU against 0.458 / 0.539 / 0.560 at
+4 / 16 / 64 patches (the fine set relabels known classes, so their rows must move)."""
 BATCH = 8
 
 
@@ -358,7 +361,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {g['goal']} | {g['ours']:.3f} | {g['baseline']:.3f} | "
                      f"{'met' if g['met'] else 'not met'} |")  # fmt: skip
     lines += ["", "Trainable parameters of `rows` count the whole category table and the scale; "
-              "the known rows move at 0.1 × the learning rate. (c) is the same workflow "
+              "the known rows move at the same rate as the new ones. (c) is the same workflow "
               "(merged vocabularies, imprinted rows) with nothing frozen. Step times are "
               "wall-clock on a machine shared with other jobs: compare them within a row of "
               "patches, not across runs.",
