@@ -12,9 +12,12 @@ once into ``--workdir``. A fresh Python process then runs ``trainer.predict`` of
 ``stsun predict`` runs. Band statistics are given, so the run is the streaming loop
 alone (computing them reads the raster once more, decimated).
 
-Memory is the proportional set size (PSS: shared pages split between the processes
-sharing them) of the predicting process and its DataLoader workers, sampled every
-50 ms from ``/proc``; "beyond the model" subtracts what the process held once torch
+Memory is the anonymous and shared-memory part of the proportional set size (PSS:
+pages split between the processes sharing them; ``Pss_Anon + Pss_Shmem``) of the
+predicting process and its DataLoader workers, sampled every 50 ms from ``/proc``.
+File-backed pages (torch's libraries) are left out: their PSS shrinks whenever another
+process maps the same libraries, which made runs on a shared machine disagree by
+hundreds of MiB; "beyond the model" subtracts what the process held once torch
 was imported and the model built, before prediction. Throughput is windows per
 second of the whole run, against the same model's forward alone on the same windows
 (already in memory, same batches), measured in the same process just before.
@@ -113,17 +116,21 @@ def write_dem(path: Path, raster: Path) -> Path:
 
 
 def _tree_pss_kib(pid: int) -> int:
-    """PSS of ``pid`` and all its descendants, in KiB (0 for processes gone)."""
+    """Anonymous + shared-memory PSS of ``pid`` and its descendants, in KiB."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         try:
             with open(f"/proc/{current}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+                total += sum(
+                    int(line.split()[1])
+                    for line in f
+                    if line.startswith(("Pss_Anon:", "Pss_Shmem:"))
+                )
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as f:
                     stack += [int(c) for c in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return total
 
