@@ -13,6 +13,7 @@ from stsun_lightning.predict.layers import (
     OutputSettings,
     output_layers,
 )
+from stsun_lightning.predict.memory import release_free_memory
 from stsun_lightning.predict.uncertainty import uncertainty
 from stsun_lightning.predict.windows import RowBandAccumulator
 from stsun_lightning.predict.writer import OutputRaster
@@ -119,6 +120,7 @@ class SceneOutputs:
                 top, col0, blended.reshape(self.maps, self.channels, n, col1 - col0), weight > 0
             )
         self.accumulator.advance()
+        release_free_memory()  # the band's buffers, freed, back to the system
         if self.accumulator.band < len(self.accumulator.row_starts):
             return False
         for raster in self.rasters.values():
