@@ -18,7 +18,8 @@ def test_the_demo_trains_reports_and_writes_georeferenced_predictions(tmp_path):
         [
             f"--data.root={tmp_path / 'world'}",
             "--data.scene_size=64",
-            "--data.scenes_per_source=2",
+            "--data.scenes_per_source=3",
+            "--data.val_scenes=2",  # more than one held out, as in the config
             "--data.patch_size=32",
             "--data.num_workers=0",
             "--data.train_batches_per_epoch=3",
@@ -33,9 +34,10 @@ def test_the_demo_trains_reports_and_writes_georeferenced_predictions(tmp_path):
     run_dir = Path(summary["checkpoint"]).parents[1]
     assert json.loads((run_dir / "demo_metrics.json").read_text())["goals"] == summary["goals"]
     maps = [Path(p) for p in summary["predictions"] if not p.endswith("_probabilities.tif")]
-    assert sorted(p.parent.name for p in maps) == sorted(GOALS)  # <source>/<scene>.tif
+    # <source>/<scene>.tif for each of the two validation scenes of every source.
+    assert sorted(p.parent.name for p in maps) == sorted([*GOALS, *GOALS])
     # Class probabilities beside every class map (regression has none).
-    assert len(summary["predictions"]) == 2 * len(GOALS) - 1
+    assert len(summary["predictions"]) == 2 * (2 * len(GOALS) - 1)
     for path in maps:
         source = path.parent.name
         label = next((tmp_path / "world" / source).glob("scene_*/label.tif"))
