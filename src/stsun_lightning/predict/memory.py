@@ -6,8 +6,8 @@ buffer is freed, so later buffers of that size come from the heap, and the heap 
 the freed pages: a run's resident memory then grows with its length and varies from run
 to run (measured with ``benchmarks/predict_memory.py``: a 8192² raster with a DEM in
 another CRS peaked at 1836 MiB, and at 1235 MiB with a fixed threshold). ``malloc_trim``
-returns every free page of every arena; it is called once per written row band, which
-costs far less than the band's forward passes.
+returns every free page of every arena; it is called once per written row band: 4-16 ms
+a call while predicting a 8192² raster, against about 7 s of forward passes per band.
 """
 
 from __future__ import annotations
