@@ -54,7 +54,10 @@ _NOTES = {
     "resolution": "The network of experiment 1 (trained at 10 m only) against a U-Net trained "
     "on the same 10 m batches; the same validation landscapes rendered at 20 m and 30 m, "
     "labels the majority class under each coarse pixel. Ratios are each model's mIoU over "
-    "its own 10 m mIoU.",
+    'its own 10 m mIoU. Rows marked "trained with virtual sensors": experiment 1\'s '
+    "variant, whose virtual sensors are drawn at 10 m to 20 m GSD (`--virtual-gsd-factor`), "
+    "normalised with the fixed reflectance scale; its baseline column is the network trained "
+    "at 10 m only.",
     "time_series": "Crop types (6 classes, separable only by their timing). Ours is trained on "
     "random subsets of 4 to 12 dates of a pool of dates every 8 days (day 30 to 320); the "
     "baseline, the same network, on the 8-date schedule of SpectralWorld's s2_crops. Test "
