@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/transfer_ablation.py --quick   # ~2 min on 2 CPU cores
     python benchmarks/transfer_ablation.py           # more steps and scenes
+    python benchmarks/transfer_ablation.py --steps 1000 --seeds 0 1 2   # mean ± std
 
 Variants of ``stsun_tiny``, all trained alike (the recipe, windows and band dropout of
 ``accuracy.py``'s unseen-sensor experiment, one seed) on Sentinel-2 land cover at 10 m,
@@ -18,8 +19,10 @@ then scored on unseen inputs:
 - ``all``: the three together.
 
 Scored: Sentinel-2 at 10 m (in-sensor reference), Landsat-8 B1-B7, Landsat-8 B1-B7
-with B10-B11 (thermal), Sentinel-2 10 m bands only, and Sentinel-2 at 30 m; each
-transfer as mIoU over the variant's own in-sensor mIoU.
+with B10-B11 (thermal), the same with B10-B11 declared optical (the thermal modality
+off: what the network saw before thermal bands had a modality of their own),
+Sentinel-2 10 m bands only, and Sentinel-2 at 30 m; each transfer as mIoU over the
+variant's own in-sensor mIoU. With several ``--seeds`` the table gives mean ± std.
 
 Results go to ``benchmarks/results/transfer_ablation{,_quick}.{json,md}``.
 """
@@ -51,7 +54,15 @@ from accuracy import (
     score_stsun,
     train_stsun,
 )
-from accuracy_data import LANDCOVER_SPEC, drop_bands, make_layouts, render_stack, standardise
+from accuracy_data import (
+    LANDCOVER_SPEC,
+    Stack,
+    drop_bands,
+    make_layouts,
+    render_stack,
+    standardise,
+)
+from stsun_lightning.batch import Modality
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.models import create_model
@@ -72,6 +83,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all": {"wavelength_encoding": "response", "band_context": True, "upsampling": "bilinear"},
 }
 S2_10M_ONLY = "Sentinel-2 10 m bands only (B02-B04, B08)"
+THERMAL_AS_OPTICAL = "Landsat-8 B1-B7 + B10-B11 declared optical"
+COLUMNS = (
+    "Sentinel-2 10 m mIoU",
+    "Landsat-8 B1-B7",
+    "Landsat-8 B1-B7 + B10-B11",
+    THERMAL_AS_OPTICAL,
+    S2_10M_ONLY,
+    "Sentinel-2 at 30 m",
+)
+
+
+def _declared_optical(stack: Stack) -> Stack:
+    """``stack`` with its thermal bands declared optical (the thermal modality off)."""
+    bands = [
+        dataclasses.replace(b, modality=Modality.OPTICAL) if b.modality == Modality.THERMAL else b
+        for b in stack.bands
+    ]
+    return dataclasses.replace(stack, bands=type(stack.bands)(bands))
 
 
 def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
@@ -97,9 +126,11 @@ def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
 
     names = [b.name for b in s2]
     removed = [names.index(n) for n in REMOVALS[S2_10M_ONLY]]
+    thermal = val_stack(l8_thermal, 10.0)
     tests = {
         "Landsat-8 B1-B7": (val_stack(l8_optical, 10.0), None),
-        "Landsat-8 B1-B7 + B10-B11": (val_stack(l8_thermal, 10.0), None),
+        "Landsat-8 B1-B7 + B10-B11": (thermal, None),
+        THERMAL_AS_OPTICAL: (_declared_optical(thermal), None),
         S2_10M_ONLY: (val_stack(s2, 10.0, s2_stats), lambda b: drop_bands(b, removed)),
         "Sentinel-2 at 30 m": (val_stack(s2, 30.0, s2_stats), None),
     }
@@ -126,25 +157,40 @@ def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
     return results
 
 
+def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and standard deviation over seeds of every variant's columns and train time."""
+    first = next(iter(per_seed.values()))
+    out: dict[str, dict[str, Any]] = {}
+    for name in first["variants"]:
+        rows = [run["variants"][name] for run in per_seed.values()]
+        out[name] = {"options": rows[0]["options"]}
+        for column in (*COLUMNS, "train_seconds"):
+            values = torch.tensor([float(r[column]) for r in rows], dtype=torch.float64)
+            std = float(values.std()) if len(rows) > 1 else 0.0
+            out[name][column] = round(float(values.mean()), 4)
+            out[name][f"{column} std"] = round(std, 4)
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """A short table: one row per variant."""
+    """A short table: one row per variant (mean ± std over seeds where there are several)."""
     cfg = results["config"]
-    columns = [
-        "Sentinel-2 10 m mIoU",
-        "Landsat-8 B1-B7",
-        "Landsat-8 B1-B7 + B10-B11",
-        S2_10M_ONLY,
-        "Sentinel-2 at 30 m",
-    ]
+    seeds = results["seeds"]
+    spread = len(seeds) > 1
     lines = [
         "# Transfer ablation",
         "",
-        f"`stsun_tiny`, {cfg['mode']} settings of accuracy.py: seed {cfg['seed']}, "
+        f"`{results['command']}`: `stsun_tiny`, {cfg['mode']} settings of "
+        f"accuracy.py, seed{'s' if spread else ''} {', '.join(map(str, seeds))}, "
         f"{cfg['train_scenes']} training and {cfg['val_scenes']} validation scenes of "
         f"{cfg['extent_m']:.0f} m, {cfg['steps']} steps of batch {cfg['batch']} "
         f"on {cfg['patch']}² windows, band dropout {BAND_DROPOUT}. Transfers are mIoU over "
-        "the variant's own Sentinel-2 10 m mIoU. One seed: differences under about 0.05 "
-        "are within the noise of so short a run."
+        "the variant's own Sentinel-2 10 m mIoU"
+        + (
+            ", mean ± standard deviation over the seeds."
+            if spread
+            else ". One seed: differences under about 0.05 are within the noise of one run."
+        )
         + (
             " Quick mode trains for a few dozen steps: it shows that the script runs, "
             "and its numbers mean nothing about accuracy."
@@ -152,25 +198,47 @@ def markdown(results: dict[str, Any]) -> str:
             else ""
         ),
         "",
-        "| variant | " + " | ".join(columns) + " | train s |",
-        "|---|" + "---:|" * (len(columns) + 1),
+        "| variant | " + " | ".join(COLUMNS) + " | train s |",
+        "|---|" + "---:|" * (len(COLUMNS) + 1),
     ]
     for name, row in results["variants"].items():
-        values = " | ".join(f"{row[c]:.3f}" for c in columns)
+
+        def cell(column: str, row: dict[str, Any] = row) -> str:
+            if not spread:
+                return f"{row[column]:.3f}"
+            return f"{row[column]:.3f} ± {row[f'{column} std']:.3f}"
+
+        values = " | ".join(cell(c) for c in COLUMNS)
         lines.append(f"| {name} | {values} | {row['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: ``--quick``, ``--seed``, ``--steps``."""
+    """Command line: ``--quick``, ``--seeds``, ``--steps``, ``--name``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI settings (~2 min)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     parser.add_argument("--steps", type=int, default=None, help="override training steps")
+    parser.add_argument("--name", help="file stem (default transfer_ablation[_quick])")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    results = run(args.quick, args.seed, args.steps)
-    stem = "transfer_ablation" + ("_quick" if args.quick else "")
+    per_seed = {seed: run(args.quick, seed, args.steps) for seed in args.seeds}
+    command = " ".join(
+        ["benchmarks/transfer_ablation.py"]
+        + (["--quick"] if args.quick else [])
+        + ([f"--steps {args.steps}"] if args.steps else [])
+        + (["--seeds", *map(str, args.seeds)] if args.seeds != [0] else [])
+        + ([f"--name {args.name}"] if args.name else [])
+    )
+    first = next(iter(per_seed.values()))
+    results = {
+        "command": f"python {command}",
+        "config": first["config"],
+        "seeds": args.seeds,
+        "variants": aggregate(per_seed),
+        "per_seed": {str(seed): run["variants"] for seed, run in per_seed.items()},
+    }
+    stem = args.name or "transfer_ablation" + ("_quick" if args.quick else "")
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS_DIR / f"{stem}.md").write_text(markdown(results))
