@@ -83,6 +83,7 @@ from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLA
 from stsun_lightning.data.datasets.world.virtual import VirtualSensors
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
+from stsun_lightning.data.transforms.coarsen import coarsen_randomly
 from stsun_lightning.models import Stsun
 from stsun_lightning.models.factory import create_model
 from stsun_lightning.tasks.losses import category_loss
@@ -262,6 +263,7 @@ def train_stsun(
     batch_size: int | None = None,
     steps: int | None = None,
     band_dropout: float = 0.0,
+    coarsen: float = 0.0,
 ) -> dict[str, float]:
     """Train ``model`` on random windows of ``stack``; the windows depend on ``seed`` only.
 
@@ -279,6 +281,9 @@ def train_stsun(
         band_dropout: share of windows whose bands are thinned to a random subset
             (:func:`~stsun_lightning.data.transforms.band_dropout.drop_random_bands`, the option
             ``StsunTask(band_dropout=...)`` applies); drawn from ``seed`` too.
+        coarsen: share of batches shown at 2 or 3 times the GSD
+            (:func:`~stsun_lightning.data.transforms.coarsen.coarsen_randomly`, the option
+            ``StsunTask(coarsen=...)`` applies); drawn from ``seed`` too.
     """
     model.train()
     generator = torch.Generator().manual_seed(seed)
@@ -294,6 +299,7 @@ def train_stsun(
         batch = make_batch(
             image, dates, stack.bands, stack.gsd_m, task_row, len(rows), label, output, rows
         )
+        batch = coarsen_randomly(batch, coarsen, generator=generator)
         batch = drop_random_bands(batch, band_dropout, generator=generator)
         logits = model(batch).logits
         assert logits is not None and batch.target is not None

@@ -16,7 +16,9 @@ then scored on unseen inputs:
 - ``+band set``: kernels generated from the whole band set;
 - ``+bilinear``: the mask-normalised bilinear decoder;
 - ``default``: the network's defaults, the first two together;
-- ``all``: the three together.
+- ``all``: the three together;
+- ``default + coarsening``: the defaults, trained with half of the batches shown at
+  2 or 3 times their GSD (``StsunTask(coarsen=0.5)``, a training option, not a network one).
 
 Scored: Sentinel-2 at 10 m (in-sensor reference), Landsat-8 B1-B7, Landsat-8 B1-B7
 with B10-B11 (thermal), the same with B10-B11 declared optical (the thermal modality
@@ -88,7 +90,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "band_context": True,
     },
     "all": {"wavelength_encoding": "response", "band_context": True, "upsampling": "bilinear"},
+    "default + coarsening": {
+        **EARLIER,
+        "wavelength_encoding": "response",
+        "band_context": True,
+        "coarsen": 0.5,
+    },
 }
+TRAINING_OPTIONS = ("coarsen",)
+"""Keys of a variant that are training options (of ``train_stsun``), not the network's."""
 S2_10M_ONLY = "Sentinel-2 10 m bands only (B02-B04, B08)"
 THERMAL_AS_OPTICAL = "Landsat-8 B1-B7 + B10-B11 declared optical"
 POOLED_30M = "10 m map pooled to 30 m"
@@ -174,9 +184,13 @@ def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "variants": {}}
     for name, options in VARIANTS.items():
         torch.manual_seed(cfg.seed)
-        model = create_model(MODEL, categories=COARSE_CLASSES, **options)
+        network = {k: v for k, v in options.items() if k not in TRAINING_OPTIONS}
+        training_options = {k: v for k, v in options.items() if k in TRAINING_OPTIONS}
+        model = create_model(MODEL, categories=COARSE_CLASSES, **network)
         start = time.perf_counter()
-        training = train_stsun(model, train, cfg, TASK, cfg.seed, band_dropout=BAND_DROPOUT)
+        training = train_stsun(
+            model, train, cfg, TASK, cfg.seed, band_dropout=BAND_DROPOUT, **training_options
+        )
         in_sensor = score_stsun(model, reference, TASK)["miou"]
         row: dict[str, Any] = {
             "options": options,

@@ -1,1 +1,1 @@
-"""Transforms of patches and batches: flips and rotations, band dropout."""
+"""Transforms of patches and batches: flips and rotations, band dropout, coarsening."""

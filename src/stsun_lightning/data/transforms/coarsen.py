@@ -1,0 +1,142 @@
+"""Coarsening: show a training batch as a coarser sensor would see it.
+
+A network trained at one ground sample distance reads another poorly: at 30 m the
+textures it learnt at 10 m are a third of their size in pixels, and its tokens cover
+nine times the ground. Averaging blocks of ``f × f`` pixels is what a sensor with ``f``
+times the GSD and a box-shaped point spread function records of the same ground, so a
+share of training batches can be shown at ``f`` times their GSD at no cost in data:
+
+- the image is averaged over the valid pixels of each block (padding stays exact: an
+  invalid pixel's value never enters a mean), a block with no valid pixel is invalid;
+- class targets take the majority class of the labelled pixels of each block (-1 where
+  none is labelled), value targets the mean of their finite values (NaN where none);
+- ``gsd_m`` is multiplied by ``f``; bands, dates and masks of bands and frames are kept.
+
+Sides that ``f`` does not divide are cropped to the largest multiple first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stsun_lightning.batch import Batch
+
+__all__ = ["coarsen_batch", "coarsen_randomly"]
+
+
+def _block_sum(values: Tensor, factor: int) -> Tensor:
+    """(..., H/f, W/f) sums of ``f × f`` blocks of (..., H, W) values."""
+    shape = values.shape
+    flat = values.reshape(-1, 1, shape[-2], shape[-1])
+    pooled = F.avg_pool2d(flat, factor) * (factor * factor)
+    return pooled.reshape(*shape[:-2], *pooled.shape[-2:])
+
+
+def _crop(values: Tensor, factor: int) -> Tensor:
+    h, w = values.shape[-2:]
+    return values[..., : h - h % factor, : w - w % factor]
+
+
+def _majority(target: Tensor, factor: int, num_classes: int) -> Tensor:
+    """(..., H/f, W/f) most frequent labelled class of each block, -1 where none."""
+    labelled = target >= 0
+    counts = torch.stack(
+        [_block_sum((labelled & (target == k)).float(), factor) for k in range(num_classes)]
+    )  # (K, ..., H/f, W/f); ties go to the lower class
+    best = counts.argmax(0)
+    return torch.where(counts.sum(0) > 0, best, torch.full_like(best, -1))
+
+
+def _finite_mean(values: Tensor, factor: int) -> Tensor:
+    """(..., H/f, W/f) mean of the finite values of each block, NaN where none."""
+    finite = torch.isfinite(values)
+    total = _block_sum(torch.where(finite, values, 0.0), factor)
+    count = _block_sum(finite.to(values.dtype), factor)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.nan)
+
+
+def coarsen_batch(batch: Batch, factor: int) -> Batch:
+    """``batch`` as seen at ``factor`` times its GSD (see the module's docstring).
+
+    Args:
+        batch: image (B, T, C, H, W), valid_mask (B, H, W), gsd_m (B,), target
+            (B, To, H', W') classes (-1 = ignore) or (B, To, V, H', W') values
+            (NaN = ignore), or None.
+        factor: pixels of ``batch`` per pixel of the result along each axis (>= 1).
+
+    Returns:
+        The batch with image (B, T, C, H // f, W // f), valid_mask (B, H // f, W // f),
+        gsd_m × f and target (…, H' // f, W' // f); the same batch for a factor of 1.
+
+    Raises:
+        ValueError: a factor below 1, or one that leaves fewer than one pixel.
+    """
+    if factor < 1:
+        raise ValueError(f"coarsening factor must be at least 1, got {factor}.")
+    if factor == 1:
+        return batch
+    h, w = batch.image.shape[-2:]
+    if h < factor or w < factor:
+        raise ValueError(
+            f"coarsening factor {factor} leaves no pixel of a {h} × {w} batch; "
+            f"use a factor of at most {min(h, w)}."
+        )
+    valid = _crop(batch.valid_mask, factor).float()  # (B, H, W)
+    image = _crop(batch.image, factor)
+    weighted = torch.where(valid[:, None, None].bool(), image, 0.0).nan_to_num(0.0)
+    weight = _block_sum(valid, factor)  # (B, H/f, W/f)
+    pooled = _block_sum(weighted, factor) / weight.clamp(min=1)[:, None, None]
+    target = batch.target
+    if target is not None:
+        target = _crop(target, factor)
+        if target.is_floating_point():
+            target = _finite_mean(target, factor)
+        else:
+            classes = int(target.max().clamp(min=0)) + 1
+            if batch.categories is not None:
+                classes = max(classes, batch.categories.shape[-1])
+            target = _majority(target, factor, classes)
+    return dataclasses.replace(
+        batch,
+        image=pooled.to(batch.image.dtype),
+        valid_mask=weight > 0,
+        gsd_m=batch.gsd_m * factor,
+        target=target,
+    )
+
+
+def coarsen_randomly(
+    batch: Batch,
+    probability: float,
+    factors: Sequence[int] = (2, 3),
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """With ``probability``, :func:`coarsen_batch` by a factor drawn from ``factors``.
+
+    The whole batch shares one factor (its items share one size).
+
+    Args:
+        batch: the batch.
+        probability: share of batches coarsened, in [0, 1].
+        factors: the factors drawn from, uniformly (each >= 2).
+        generator: random source (default: torch's global one, which checkpoints save).
+
+    Raises:
+        ValueError: a probability outside [0, 1], no factors, or a factor below 2.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"coarsening probability must be in [0, 1], got {probability}.")
+    if not factors or min(factors) < 2:
+        raise ValueError(f"coarsening factors must be at least 2, got {list(factors)}.")
+    if probability == 0.0:
+        return batch
+    draw = torch.rand(2, generator=generator)
+    if float(draw[0]) >= probability:
+        return batch
+    factor = factors[min(int(float(draw[1]) * len(factors)), len(factors) - 1)]
+    return coarsen_batch(batch, factor)
