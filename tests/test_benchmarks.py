@@ -343,3 +343,42 @@ def test_runner_lists_every_script():
         assert benchmark.script in scripts
         assert benchmark.command(True)[-1] == "--quick"
     assert runner.reproduce_command("demo") == "make demo"
+
+
+def test_ablation_report_pairs_each_change_off_and_on(tmp_path):
+    import ablation_report
+
+    columns = {c: 0.5 for c in (*ablation_report.TRANSFERS, "Sentinel-2 10 m mIoU")}
+    variants = {
+        name: {**columns, "Sentinel-2 at 30 m": value, "Sentinel-2 at 30 m std": 0.01}
+        for name, value in (
+            ("earlier", 0.8),
+            ("+response", 0.7),
+            ("+band set", 0.6),
+            ("+bilinear", 0.5),
+            ("default (+response, +band set)", 0.75),
+            ("all", 0.5),
+            ("default + coarsening", 0.95),
+        )
+    }
+    variants["default (+response, +band set)"]["Landsat-8 B1-B7 + B10-B11 declared optical"] = 0.4
+    (tmp_path / "transfer_ablation.json").write_text(json.dumps({"variants": variants}))
+    finetune = {
+        "config": {"counts": [4]},
+        "rows": [
+            {"patches": 4, "method": m, "miou": v}
+            for m, v in (("rows", 0.6), ("rows_not_imprinted", 0.5), ("rows_known_frozen", 0.3))
+        ],
+    }
+    (tmp_path / "finetune.json").write_text(json.dumps(finetune))
+    rows = ablation_report.main(["--results", str(tmp_path)])
+    by = {(r["change"], r["experiment"]): r for r in rows}
+    coarse = by[("coarsening (half the batches at 2-3 × GSD)", "Sentinel-2 at 30 m")]
+    assert (coarse["off"], coarse["on"], coarse["difference"]) == (0.75, 0.95, 0.2)
+    thermal = by[
+        ("thermal modality (B10-B11 declared optical → thermal)", "Landsat-8 B1-B7 + B10-B11")
+    ]
+    assert (thermal["off"], thermal["on"]) == (0.4, 0.5)
+    assert by[("imprinted new rows", "new classes, 4 patches (mIoU)")]["difference"] == 0.1
+    page = (tmp_path / "ablation.md").read_text()
+    assert "0.950 ± 0.010" in page and "Not found, so left out: `accuracy.json`" in page
