@@ -200,6 +200,13 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|---|---:|---|---:|---|---|",
         ]
         for r in rows:
+            if r["metric"].startswith("parameters"):  # the same for every seed
+                value, baseline = f"{round(r['value']):,}", f"{round(r['baseline_value']):,}"
+                lines.append(
+                    f"| {r['setting']} | {r['metric']} | {value} | {r['baseline']} | "
+                    f"{baseline} | {r['goal']} | |"
+                )
+                continue
             value, baseline = _cell(r["value"]), _cell(r["baseline_value"])
             if "value_std" in r:
                 value += f" ± {r['value_std']:.3f}"

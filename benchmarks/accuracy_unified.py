@@ -36,7 +36,7 @@ from stsun_lightning.tasks.losses import value_loss
 from stsun_lightning.tasks.metrics import SourceMetrics
 from stsun_lightning.tasks.module import StsunTask
 
-__all__ = ["unified_vs_specialists"]
+__all__ = ["parameter_rows", "unified_vs_specialists"]
 
 MODEL = "stsun_tiny"
 _LEARNING_RATE = 2e-3
@@ -155,6 +155,56 @@ def _train_unet(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> d
     }
 
 
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _parameters(data: SpectralWorldDataModule, family: str) -> int:
+    """Parameters of one network of ``family`` (``stsun`` or ``unet``) for ``data``'s sources."""
+    if family == "stsun":
+        return _count(StsunTask(MODEL, sources=data.sources).model)
+    (source,) = data.source_infos
+    data.setup("fit")
+    _, t, c, _, _ = next(iter(data.train_dataloader())).image.shape
+    return _count(UnetBaseline(t * c, len(source.categories) if source.is_classification else 1))
+
+
+def parameter_rows(
+    root: Path, seed: int, scene_size: int, scenes_per_source: int, patch: int, batch: int
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Parameters of the joint network and of each family of specialists, in all.
+
+    Returns:
+        ``{"joint", "stsun_specialists", "unet_specialists"}`` counts, and their rows.
+    """
+    joint_data = _datamodule(root / "all", seed, scene_size, scenes_per_source, patch, batch,
+                             1, None)  # fmt: skip
+    counts = {"joint": _parameters(joint_data, "stsun"), "stsun_specialists": 0,
+              "unet_specialists": 0}  # fmt: skip
+    for name in [s.name for s in joint_data.source_infos]:
+        for family in ("stsun", "unet"):
+            data = _datamodule(root / name, seed, scene_size, scenes_per_source, patch, batch,
+                               1, [name])  # fmt: skip
+            counts[f"{family}_specialists"] += _parameters(data, family)
+    rows = [
+        {
+            "experiment": "unified",
+            "setting": "parameters in all",
+            "metric": "parameters (joint STSUN)",
+            "value": counts["joint"],
+            "baseline": label,
+            "baseline_value": counts[key],
+            "goal": "(detail)",
+            "met": None,
+        }
+        for key, label in (
+            ("stsun_specialists", "STSUN specialists"),
+            ("unet_specialists", "U-Net specialists"),
+        )
+    ]
+    return counts, rows
+
+
 def _mean_miou(scores: dict[str, dict[str, float]]) -> float:
     values = [s["miou"] for s in scores.values() if "miou" in s]
     return sum(values) / len(values) if values else math.nan
@@ -239,8 +289,10 @@ def unified_vs_specialists(
                     "met": None,
                 }
             )
+    counts, count_rows = parameter_rows(root, seed, scene_size, scenes_per_source, patch, batch)
     return {
-        "rows": rows,
+        "rows": rows + count_rows,
+        "parameters": counts,
         "steps_each": each,
         "joint": joint,
         "stsun_specialists": stsun_specialists,
