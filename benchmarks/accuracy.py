@@ -14,8 +14,9 @@ Five experiments, all with ``stsun_tiny`` trained from scratch by plain PyTorch 
 1. ``unseen_sensor``: trained on Sentinel-2 land cover at 10 m; tested on the same kind
    of landscapes seen through Landsat-8's bands (B1-B7, and with B10-B11; never seen)
    and through Sentinel-2 with bands removed. A variant is trained with virtual sensors
-   (:mod:`accuracy_virtual`; ``--no-virtual-sensors`` skips it). mIoU relative to the in-sensor mIoU (goal >= 0.9),
-   against the same network with band-index embeddings
+   (:mod:`accuracy_virtual`; ``--no-virtual-sensors`` skips it). MIoU relative to the
+   in-sensor mIoU (goal >= 0.9; 0.85 with the four 10 m bands only), against the same
+   network with band-index embeddings
    (``create_model(..., band_encoding="index")``). The index network gets removed bands
    masked in place (its most favourable reading); ours gets them dropped.
 2. ``unified``: one network on all seven SpectralWorld sources against one network per
@@ -102,6 +103,8 @@ REMOVALS = {
         "B01", "B05", "B06", "B07", "B8A", "B09", "B11", "B12",
     ),
 }  # fmt: skip
+TRANSFER_GOALS = {"Sentinel-2 10 m bands only (B02-B04, B08)": 0.85}
+"""Experiment 1's goals other than 0.90 (of the in-sensor mIoU): four of thirteen bands."""
 FIXED_SCHEDULE_DOY = (40, 90, 120, 150, 180, 210, 245, 290)
 """The 8-date schedule of the fixed-series baseline (that of SpectralWorld's s2_crops)."""
 TEST_SERIES = (2, 6, 24)
@@ -345,6 +348,11 @@ def _row(
     }
 
 
+def _goal(label: str) -> str:
+    """Experiment 1's goal for ``label``, as the rows write it (``>= 0.90``)."""
+    return f">= {TRANSFER_GOALS.get(label, 0.9):.2f}"
+
+
 def _ratio(value: float, reference: float) -> float:
     return value / reference if reference > 0 else 0.0
 
@@ -444,8 +452,8 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
                     ratio,
                     "band-index embeddings",
                     _ratio(theirs["miou"], index_in["miou"]),
-                    ">= 0.90",
-                    ratio >= 0.9,
+                    _goal(label),
+                    ratio >= TRANSFER_GOALS.get(label, 0.9),
                 )
             )
             details.append(
@@ -587,8 +595,8 @@ def virtual_sensor_rows(
                 ratio,
                 "STSUN with band dropout only",
                 _ratio(plain[label]["miou"], plain["sentinel2_10m"]["miou"]),
-                ">= 0.90",
-                ratio >= 0.9,
+                _goal(label),
+                ratio >= TRANSFER_GOALS.get(label, 0.9),
             )
         )
     return rows, model
