@@ -84,7 +84,7 @@ from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLA
 from stsun_lightning.data.datasets.world.virtual import VirtualSensors
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
-from stsun_lightning.data.transforms.coarsen import coarsen_randomly
+from stsun_lightning.data.transforms.coarsen import block_majority, coarsen_randomly
 from stsun_lightning.models import Stsun
 from stsun_lightning.models.factory import create_model
 from stsun_lightning.tasks.losses import category_loss
@@ -213,6 +213,8 @@ def score_stsun(
     output: OutputKind = OutputKind.STATE,
     transform: Callable[[Batch], Batch] | None = None,
     frames: Sequence[Sequence[int]] | None = None,
+    labels: Tensor | None = None,
+    pool: int = 1,
 ) -> dict[str, float]:
     """Scores of ``model`` on every scene of ``stack``, whole.
 
@@ -223,6 +225,9 @@ def score_stsun(
         output: the output slot's kind.
         transform: applied to each scene's batch (band removal).
         frames: per evaluation, the dates kept of scene ``i % N`` (default: all, once).
+        labels: (N, H / pool, W / pool) classes scored against (default ``stack.label``).
+        pool: each map is pooled by majority over ``pool × pool`` blocks first
+            (:func:`~stsun_lightning.data.transforms.coarsen.block_majority`).
     """
     model.eval()
     rows = model.category_embedding.rows(stack.classes).tolist()
@@ -239,7 +244,10 @@ def score_stsun(
         )
         if transform is not None:
             batch = transform(batch)
-        metrics.update(_predict(model, batch), stack.label[s : s + 1])
+        prediction = _predict(model, batch)
+        if pool > 1:
+            prediction = block_majority(prediction, pool, k)
+        metrics.update(prediction, (stack.label if labels is None else labels)[s : s + 1])
     return scores(metrics)
 
 
@@ -513,7 +521,7 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
                 )
             )
             if virtual is not None:
-                result["rows"].append(_virtual_resolution_row(virtual, raw, val_raw, gsd, ratio))
+                result["rows"].append(_virtual_resolution_row(virtual, result, raw, gsd, ratio))
 
     if "new_classes" in wanted:
         result.update(new_classes(cfg, metadata, train, train_layouts, val, val_layouts))
@@ -603,21 +611,22 @@ def virtual_sensor_rows(
 
 
 def _virtual_resolution_row(
-    model: Stsun, raw: Stack, val_raw: Stack, gsd: float, plain_ratio: float
+    model: Stsun, result: dict[str, Any], raw: Stack, gsd: float, plain_ratio: float
 ) -> dict[str, Any]:
     """Experiment 4 for the virtual-sensor variant, which saw 10 m to ``gsd_factor`` × 10 m.
 
     Args:
         model: experiment 1's network trained with virtual sensors.
+        result: the land-cover results, with that network's 10 m scores (experiment 1);
+            its score at ``gsd`` is added beside them.
         raw: the validation scenes at ``gsd``, unstandardised.
-        val_raw: the same scenes at 10 m, unstandardised.
         gsd: the test GSD in metres.
         plain_ratio: the network trained at 10 m only, its mIoU at ``gsd`` over its 10 m mIoU.
     """
-    task = "semantic_segmentation"
-    at_10 = score_stsun(model, standardise(val_raw, fixed_statistics(val_raw.bands))[0], task)
-    at_gsd = score_stsun(model, standardise(raw, fixed_statistics(raw.bands))[0], task)
-    ratio = _ratio(at_gsd["miou"], at_10["miou"])
+    own = result["scores"]["stsun_virtual_sensors"]
+    stack = standardise(raw, fixed_statistics(raw.bands))[0]
+    at_gsd = own[f"sentinel2_{gsd:.0f}m"] = score_stsun(model, stack, "semantic_segmentation")
+    ratio = _ratio(at_gsd["miou"], own["sentinel2_10m"]["miou"])
     return _row(
         "resolution",
         f"{gsd:.0f} m, trained with virtual sensors",

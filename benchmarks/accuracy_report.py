@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "merge_seeds", "write_report"]
+__all__ = ["markdown", "merge_seeds", "spread", "write_report"]
 
 _TITLES = {
     "unseen_sensor": "1. Unseen sensor (trained on Sentinel-2 only)",
@@ -69,7 +69,7 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return row["experiment"], row["setting"], row["metric"], row["baseline"]
 
 
-def _spread(values: Sequence[float]) -> tuple[float, float]:
+def spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     mean = statistics.fmean(values)
     return round(mean, 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
@@ -100,9 +100,9 @@ def merge_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             entry.setdefault("seeds", []).append(run["seed"])
     rows = []
     for entry in merged_rows.values():
-        entry["value"], entry["value_std"] = _spread(entry["values"])
+        entry["value"], entry["value_std"] = spread(entry["values"])
         if entry["baselines"]:
-            entry["baseline_value"], entry["baseline_std"] = _spread(entry["baselines"])
+            entry["baseline_value"], entry["baseline_std"] = spread(entry["baselines"])
         if entry["met"] is not None:
             threshold = entry["goal"].removeprefix(">= ")
             reference = entry["baseline_value"] if threshold == "baseline" else float(threshold)

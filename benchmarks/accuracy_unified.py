@@ -103,7 +103,12 @@ def _train_stsun(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> 
     for source in datamodule.source_infos:
         key = "miou" if source.is_classification else "mae"
         per_source[source.name] = {key: round(metrics[f"val/{source.name}/{key}"], 4)}
-    return {"seconds": round(seconds, 1), "steps": steps, "scores": per_source}
+    return {
+        "seconds": round(seconds, 1),
+        "steps": steps,
+        "scores": per_source,
+        "parameters": _count(task.model),
+    }
 
 
 def _unet_loss(model: nn.Module, batch: Batch, classification: bool) -> Tensor:
@@ -152,6 +157,7 @@ def _train_unet(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> d
         "seconds": round(training["seconds"], 1),
         "steps": steps,
         "scores": {source.name: {key: round(float(computed[key]), 4)}},
+        "parameters": _count(model),
     }
 
 
@@ -159,34 +165,9 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _parameters(data: SpectralWorldDataModule, family: str) -> int:
-    """Parameters of one network of ``family`` (``stsun`` or ``unet``) for ``data``'s sources."""
-    if family == "stsun":
-        return _count(StsunTask(MODEL, sources=data.sources).model)
-    (source,) = data.source_infos
-    data.setup("fit")
-    _, t, c, _, _ = next(iter(data.train_dataloader())).image.shape
-    return _count(UnetBaseline(t * c, len(source.categories) if source.is_classification else 1))
-
-
-def parameter_rows(
-    root: Path, seed: int, scene_size: int, scenes_per_source: int, patch: int, batch: int
-) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Parameters of the joint network and of each family of specialists, in all.
-
-    Returns:
-        ``{"joint", "stsun_specialists", "unet_specialists"}`` counts, and their rows.
-    """
-    joint_data = _datamodule(root / "all", seed, scene_size, scenes_per_source, patch, batch,
-                             1, None)  # fmt: skip
-    counts = {"joint": _parameters(joint_data, "stsun"), "stsun_specialists": 0,
-              "unet_specialists": 0}  # fmt: skip
-    for name in [s.name for s in joint_data.source_infos]:
-        for family in ("stsun", "unet"):
-            data = _datamodule(root / name, seed, scene_size, scenes_per_source, patch, batch,
-                               1, [name])  # fmt: skip
-            counts[f"{family}_specialists"] += _parameters(data, family)
-    rows = [
+def parameter_rows(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """The rows of the parameters in all (``{"joint", "stsun_specialists", "unet_specialists"}``)."""
+    return [
         {
             "experiment": "unified",
             "setting": "parameters in all",
@@ -202,7 +183,6 @@ def parameter_rows(
             ("unet_specialists", "U-Net specialists"),
         )
     ]
-    return counts, rows
 
 
 def _mean_miou(scores: dict[str, dict[str, float]]) -> float:
@@ -242,8 +222,8 @@ def unified_vs_specialists(
     names = [s.name for s in joint_data.source_infos]
     each = max(1, total_steps // len(names))
     joint = _train_stsun(joint_data, total_steps, seed)
-    stsun_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}}
-    unet_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}}
+    stsun_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
+    unet_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
     for name in names:
         for family, train in ((stsun_specialists, _train_stsun), (unet_specialists, _train_unet)):
             data = _datamodule(
@@ -252,6 +232,7 @@ def unified_vs_specialists(
             result = train(data, each, seed)
             family["seconds"] = round(family["seconds"] + result["seconds"], 1)
             family["scores"].update(result["scores"])
+            family["parameters"] += result["parameters"]
     joint_mean = _mean_miou(joint["scores"])
     rows = []
     for family, label in (
@@ -289,9 +270,13 @@ def unified_vs_specialists(
                     "met": None,
                 }
             )
-    counts, count_rows = parameter_rows(root, seed, scene_size, scenes_per_source, patch, batch)
+    counts = {
+        "joint": joint["parameters"],
+        "stsun_specialists": stsun_specialists["parameters"],
+        "unet_specialists": unet_specialists["parameters"],
+    }
     return {
-        "rows": rows + count_rows,
+        "rows": rows + parameter_rows(counts),
         "parameters": counts,
         "steps_each": each,
         "joint": joint,

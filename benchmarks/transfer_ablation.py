@@ -46,7 +46,6 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,18 +62,16 @@ from accuracy_data import (
     LANDCOVER_SPEC,
     Stack,
     drop_bands,
-    make_batch,
     make_layouts,
     render_labels,
     render_stack,
     standardise,
 )
-from accuracy_train import scores
+from accuracy_report import spread
 from stsun_lightning.batch import Modality
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES
 from stsun_lightning.data.sensors import get_sensor
-from stsun_lightning.models import Stsun, create_model
-from stsun_lightning.tasks.metrics import ClassMetrics
+from stsun_lightning.models import create_model
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TASK = "semantic_segmentation"
@@ -111,32 +108,6 @@ COLUMNS = (
     "Sentinel-2 at 30 m",
     POOLED_30M,
 )
-
-
-@torch.inference_mode()
-def pooled_miou(model: Stsun, stack: Stack, coarse_label: Tensor, factor: int) -> float:
-    """MIoU of ``model``'s map of ``stack``, pooled by majority to ``coarse_label``'s grid.
-
-    Args:
-        model: the network.
-        stack: standardised scenes at the fine GSD, (N, T, C, H, W).
-        coarse_label: (N, H / factor, W / factor) classes, -1 where unlabelled.
-        factor: fine pixels per coarse pixel along each axis.
-    """
-    model.eval()
-    k = len(stack.classes)
-    rows = model.category_embedding.rows(stack.classes).tolist()
-    task_row = model.task_embedding.vocabulary.index(TASK)
-    metrics = ClassMetrics(stack.classes)
-    for s in range(stack.image.shape[0]):
-        batch = make_batch(stack.image[s : s + 1], stack.dates[s : s + 1], stack.bands,
-                           stack.gsd_m, task_row, k, category_rows=rows)  # fmt: skip
-        logits = model(batch).logits
-        assert logits is not None
-        fine = torch.nn.functional.one_hot(logits[:, 0].argmax(1), k).permute(0, 3, 1, 2)
-        shares = torch.nn.functional.avg_pool2d(fine.float(), factor)  # ties to the lower class
-        metrics.update(shares.argmax(1), coarse_label[s : s + 1])
-    return scores(metrics)["miou"]
 
 
 def _declared_optical(stack: Stack) -> Stack:
@@ -201,7 +172,7 @@ def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
         for label, (stack, transform) in tests.items():
             miou = score_stsun(model, stack, TASK, transform=transform)["miou"]
             row[label] = round(miou / in_sensor, 4) if in_sensor > 0 else 0.0
-        pooled = pooled_miou(model, reference, label_30m, 3)
+        pooled = score_stsun(model, reference, TASK, labels=label_30m, pool=3)["miou"]
         row[POOLED_30M] = round(pooled / in_sensor, 4) if in_sensor > 0 else 0.0
         row["seconds"] = round(time.perf_counter() - start, 1)
         results["variants"][name] = row
@@ -217,10 +188,7 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         rows = [run["variants"][name] for run in per_seed.values()]
         out[name] = {"options": rows[0]["options"]}
         for column in (*COLUMNS, "train_seconds"):
-            values = torch.tensor([float(r[column]) for r in rows], dtype=torch.float64)
-            std = float(values.std()) if len(rows) > 1 else 0.0
-            out[name][column] = round(float(values.mean()), 4)
-            out[name][f"{column} std"] = round(std, 4)
+            out[name][column], out[name][f"{column} std"] = spread([r[column] for r in rows])
     return out
 
 

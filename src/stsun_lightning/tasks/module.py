@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
-from stsun_lightning.data.transforms.coarsen import coarsen_randomly
+from stsun_lightning.data.transforms.coarsen import DEFAULT_FACTORS, coarsen_randomly
 from stsun_lightning.errors import ConfigError, unknown_name_error
 from stsun_lightning.export.onnx import OnnxModel
 from stsun_lightning.export.predict import physical_record, predict_exported
@@ -255,9 +255,8 @@ class StsunTask(FineTuning, LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One step on one source's batch; a non-finite loss on any rank skips it everywhere."""
         source = self._source(batch)
-        batch = coarsen_randomly(
-            batch, self.hparams.coarsen, self.hparams.coarsen_factors or (2, 3)
-        )
+        factors = self.hparams.coarsen_factors or DEFAULT_FACTORS
+        batch = coarsen_randomly(batch, self.hparams.coarsen, factors)
         batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
         # Position offsets from (seed, step, rank): the same after a resume on every rank.
         step_seed = (torch.initial_seed() * 1_000_003 + self.global_step) * 1_009

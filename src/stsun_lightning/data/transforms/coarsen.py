@@ -26,7 +26,10 @@ from torch import Tensor
 
 from stsun_lightning.batch import Batch
 
-__all__ = ["coarsen_batch", "coarsen_randomly"]
+__all__ = ["DEFAULT_FACTORS", "block_majority", "coarsen_batch", "coarsen_randomly"]
+
+DEFAULT_FACTORS = (2, 3)
+"""The coarsening factors drawn from unless told otherwise (10 m data seen at 20 and 30 m)."""
 
 
 def _block_sum(values: Tensor, factor: int) -> Tensor:
@@ -42,8 +45,15 @@ def _crop(values: Tensor, factor: int) -> Tensor:
     return values[..., : h - h % factor, : w - w % factor]
 
 
-def _majority(target: Tensor, factor: int, num_classes: int) -> Tensor:
-    """(..., H/f, W/f) most frequent labelled class of each block, -1 where none."""
+def block_majority(target: Tensor, factor: int, num_classes: int) -> Tensor:
+    """(..., H/f, W/f) most frequent labelled class of each ``f × f`` block, -1 where none.
+
+    Args:
+        target: (..., H, W) classes in [0, num_classes), negative where unlabelled; H and
+            W multiples of ``factor``.
+        factor: pixels per block along each axis.
+        num_classes: K.
+    """
     labelled = target >= 0
     counts = torch.stack(
         [_block_sum((labelled & (target == k)).float(), factor) for k in range(num_classes)]
@@ -86,21 +96,21 @@ def coarsen_batch(batch: Batch, factor: int) -> Batch:
             f"coarsening factor {factor} leaves no pixel of a {h} × {w} batch; "
             f"use a factor of at most {min(h, w)}."
         )
-    valid = _crop(batch.valid_mask, factor).float()  # (B, H, W)
+    valid = _crop(batch.valid_mask, factor)  # (B, H, W)
     image = _crop(batch.image, factor)
-    weighted = torch.where(valid[:, None, None].bool(), image, 0.0).nan_to_num(0.0)
-    weight = _block_sum(valid, factor)  # (B, H/f, W/f)
+    weighted = torch.where(valid[:, None, None], image, 0.0).nan_to_num(0.0)
+    weight = _block_sum(valid.float(), factor)  # (B, H/f, W/f)
     pooled = _block_sum(weighted, factor) / weight.clamp(min=1)[:, None, None]
     target = batch.target
     if target is not None:
         target = _crop(target, factor)
         if target.is_floating_point():
             target = _finite_mean(target, factor)
-        else:
+        else:  # a position past the requested rows survives, for the loss to reject
             classes = int(target.max().clamp(min=0)) + 1
             if batch.categories is not None:
                 classes = max(classes, batch.categories.shape[-1])
-            target = _majority(target, factor, classes)
+            target = block_majority(target, factor, classes)
     return dataclasses.replace(
         batch,
         image=pooled.to(batch.image.dtype),
@@ -113,7 +123,7 @@ def coarsen_batch(batch: Batch, factor: int) -> Batch:
 def coarsen_randomly(
     batch: Batch,
     probability: float,
-    factors: Sequence[int] = (2, 3),
+    factors: Sequence[int] = DEFAULT_FACTORS,
     generator: torch.Generator | None = None,
 ) -> Batch:
     """With ``probability``, :func:`coarsen_batch` by a factor drawn from ``factors``.
