@@ -18,15 +18,19 @@ then scored on unseen inputs:
 - ``default``: the network's defaults, the first two together;
 - ``all``: the three together;
 - ``default + coarsening``: the defaults, trained with half of the batches shown at
-  2 or 3 times their GSD (``StsunTask(coarsen=0.5)``, a training option, not a network one).
+  2 or 3 times their GSD (``StsunTask(coarsen=0.5)``, a training option, not a network one);
+- ``default + coarsening 0.25``: the same with a quarter of the batches coarsened.
 
 Scored: Sentinel-2 at 10 m (in-sensor reference), Landsat-8 B1-B7, Landsat-8 B1-B7
 with B10-B11 (thermal), the same with B10-B11 declared optical (the thermal modality
 off: what the network saw before thermal bands had a modality of their own),
 Sentinel-2 10 m bands only, Sentinel-2 at 30 m, and the variant's own 10 m map pooled to
 30 m (the majority of each 3 × 3 block, scored on the 30 m labels: what scoring on
-coarser pixels costs by itself, with no change of input); each transfer as mIoU over the
-variant's own in-sensor mIoU. With several ``--seeds`` the table gives mean ± std.
+coarser pixels costs by itself, with no change of input), and Sentinel-2 at 30 m read at
+10 m (the 30 m scenes resampled bilinearly onto a 10 m grid, as the reader does for an
+input given ``res`` finer than its own, and the map pooled back to 30 m); each transfer as
+mIoU over the variant's own in-sensor mIoU. With several ``--seeds`` the table gives
+mean ± std; ``--variants`` trains a subset.
 
 Results go to ``benchmarks/results/transfer_ablation{,_quick}.{json,md}``.
 """
@@ -39,13 +43,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -68,7 +73,7 @@ from accuracy_data import (
     standardise,
 )
 from accuracy_report import spread
-from stsun_lightning.batch import Modality
+from stsun_lightning.batch import Batch, Modality
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.models import create_model
@@ -93,12 +98,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "band_context": True,
         "coarsen": 0.5,
     },
+    "default + coarsening 0.25": {
+        **EARLIER,
+        "wavelength_encoding": "response",
+        "band_context": True,
+        "coarsen": 0.25,
+    },
 }
 TRAINING_OPTIONS = ("coarsen",)
 """Keys of a variant that are training options (of ``train_stsun``), not the network's."""
 S2_10M_ONLY = "Sentinel-2 10 m bands only (B02-B04, B08)"
 THERMAL_AS_OPTICAL = "Landsat-8 B1-B7 + B10-B11 declared optical"
 POOLED_30M = "10 m map pooled to 30 m"
+READ_AT_10M = "Sentinel-2 at 30 m read at 10 m"
 COLUMNS = (
     "Sentinel-2 10 m mIoU",
     "Landsat-8 B1-B7",
@@ -107,6 +119,7 @@ COLUMNS = (
     S2_10M_ONLY,
     "Sentinel-2 at 30 m",
     POOLED_30M,
+    READ_AT_10M,
 )
 
 
@@ -119,8 +132,33 @@ def _declared_optical(stack: Stack) -> Stack:
     return dataclasses.replace(stack, bands=type(stack.bands)(bands))
 
 
-def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
-    """Train every variant and score it on each transfer."""
+def _read_finer(factor: int) -> Callable[[Batch], Batch]:
+    """A transform that resamples a batch bilinearly onto a grid ``factor`` times finer.
+
+    The reader's default resampling for an input asked for at a finer ``res`` than its
+    own; ``gsd_m`` is divided by ``factor``, the valid mask is taken by nearest pixel.
+    """
+
+    def read(batch: Batch) -> Batch:
+        b, t, c, h, w = batch.image.shape
+        image = F.interpolate(
+            batch.image.reshape(b, t * c, h, w), scale_factor=factor, mode="bilinear"
+        )
+        valid = F.interpolate(batch.valid_mask[:, None].float(), scale_factor=factor)
+        return dataclasses.replace(
+            batch,
+            image=image.reshape(b, t, c, h * factor, w * factor),
+            valid_mask=valid[:, 0] > 0.5,
+            gsd_m=batch.gsd_m / factor,
+        )
+
+    return read
+
+
+def run(
+    quick: bool, seed: int, steps: int | None, variants: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Train every variant (or those named) and score it on each transfer."""
     cfg = make_config(quick, seed)
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
@@ -151,9 +189,11 @@ def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
         "Sentinel-2 at 30 m": (val_stack(s2, 30.0, s2_stats), None),
     }
     reference = val_stack(s2, 10.0, s2_stats)
+    s2_30m = tests["Sentinel-2 at 30 m"][0]
     label_30m = render_labels(val_layouts, 30.0, "coarse")
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "variants": {}}
-    for name, options in VARIANTS.items():
+    for name in variants or VARIANTS:
+        options = VARIANTS[name]
         torch.manual_seed(cfg.seed)
         network = {k: v for k, v in options.items() if k not in TRAINING_OPTIONS}
         training_options = {k: v for k, v in options.items() if k in TRAINING_OPTIONS}
@@ -174,6 +214,10 @@ def run(quick: bool, seed: int, steps: int | None) -> dict[str, Any]:
             row[label] = round(miou / in_sensor, 4) if in_sensor > 0 else 0.0
         pooled = score_stsun(model, reference, TASK, labels=label_30m, pool=3)["miou"]
         row[POOLED_30M] = round(pooled / in_sensor, 4) if in_sensor > 0 else 0.0
+        finer = score_stsun(
+            model, s2_30m, TASK, transform=_read_finer(3), labels=s2_30m.label, pool=3
+        )["miou"]
+        row[READ_AT_10M] = round(finer / in_sensor, 4) if in_sensor > 0 else 0.0
         row["seconds"] = round(time.perf_counter() - start, 1)
         results["variants"][name] = row
         print(name, row, flush=True)
@@ -240,15 +284,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     parser.add_argument("--steps", type=int, default=None, help="override training steps")
     parser.add_argument("--name", help="file stem (default transfer_ablation[_quick])")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), help="train these only (default: all)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    per_seed = {seed: run(args.quick, seed, args.steps) for seed in args.seeds}
+    per_seed = {seed: run(args.quick, seed, args.steps, args.variants) for seed in args.seeds}
     command = " ".join(
         ["benchmarks/transfer_ablation.py"]
         + (["--quick"] if args.quick else [])
         + ([f"--steps {args.steps}"] if args.steps else [])
         + (["--seeds", *map(str, args.seeds)] if args.seeds != [0] else [])
         + ([f"--name {args.name}"] if args.name else [])
+        + (["--variants", *(repr(v) for v in args.variants)] if args.variants else [])
     )
     first = next(iter(per_seed.values()))
     results = {
