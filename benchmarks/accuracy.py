@@ -84,7 +84,12 @@ from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLA
 from stsun_lightning.data.datasets.world.virtual import VirtualSensors
 from stsun_lightning.data.sensors import get_sensor
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
-from stsun_lightning.data.transforms.coarsen import block_majority, coarsen_randomly
+from stsun_lightning.data.transforms.coarsen import (
+    DEFAULT_FACTORS,
+    block_majority,
+    coarsen_batch,
+    draw_factor,
+)
 from stsun_lightning.models import Stsun
 from stsun_lightning.models.factory import create_model
 from stsun_lightning.tasks.losses import category_loss
@@ -275,6 +280,7 @@ def train_stsun(
     steps: int | None = None,
     band_dropout: float = 0.0,
     coarsen: float = 0.0,
+    coarsen_windows: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` on random windows of ``stack``; the windows depend on ``seed`` only.
 
@@ -295,22 +301,38 @@ def train_stsun(
         coarsen: share of batches shown at 2 or 3 times the GSD
             (:func:`~stsun_lightning.data.transforms.coarsen.coarsen_randomly`, the option
             ``StsunTask(coarsen=...)`` applies); drawn from ``seed`` too.
+        coarsen_windows: a coarsened batch comes from windows ``f`` times larger, so that
+            every step sees ``patch²`` pixels and ``f`` times the ground of a window (what a
+            sampler reading coarse windows would give); only the factors whose windows fit
+            the scenes are drawn. False coarsens the windows drawn, as ``StsunTask`` does
+            with the batches it is given.
     """
     model.train()
     generator = torch.Generator().manual_seed(seed)
     rows = model.category_embedding.rows(stack.classes).tolist()
     task_row = model.task_embedding.vocabulary.index(task)
+    scene_side = min(stack.image.shape[-2:])
+    window_factors = [f for f in DEFAULT_FACTORS if (patch or cfg.patch) * f <= scene_side]
+    if coarsen_windows and coarsen > 0 and not window_factors:
+        raise ValueError(
+            f"coarse windows need scenes of at least {2 * (patch or cfg.patch)} px a side "
+            f"(twice the window), got {scene_side} px."
+        )
 
     def loss(_: int) -> Tensor:
-        image, dates, label = random_crops(
-            stack, patch or cfg.patch, batch_size or cfg.batch, generator
-        )
+        # The factor is drawn where it decides the window, else after the windows and
+        # dates (the order of the draws of runs without coarse windows).
+        factor = draw_factor(coarsen, window_factors, generator) if coarsen_windows else 1
+        side = (patch or cfg.patch) * factor
+        image, dates, label = random_crops(stack, side, batch_size or cfg.batch, generator)
         if frames is not None:
             image, dates = select_dates(image, dates, frames(generator))
+        if not coarsen_windows:
+            factor = draw_factor(coarsen, generator=generator)
         batch = make_batch(
             image, dates, stack.bands, stack.gsd_m, task_row, len(rows), label, output, rows
         )
-        batch = coarsen_randomly(batch, coarsen, generator=generator)
+        batch = coarsen_batch(batch, factor)
         batch = drop_random_bands(batch, band_dropout, generator=generator)
         logits = model(batch).logits
         assert logits is not None and batch.target is not None

@@ -67,11 +67,24 @@ def _datamodule(
     )
 
 
-def _train_stsun(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> dict[str, Any]:
-    """Train one STSUN for ``steps`` steps and validate it; metrics by source."""
+def _train_stsun(
+    datamodule: SpectralWorldDataModule,
+    steps: int,
+    seed: int,
+    model_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one STSUN for ``steps`` steps and validate it; metrics by source.
+
+    Args:
+        datamodule: the sources trained and validated on.
+        steps: optimiser steps.
+        seed: seed of the initialisation.
+        model_overrides: options of the network over ``MODEL``'s preset.
+    """
     torch.manual_seed(seed)
     task = StsunTask(
         MODEL,
+        model_overrides=model_overrides,
         sources=datamodule.sources,
         learning_rate=_LEARNING_RATE,
         warmup_steps=50,

@@ -19,7 +19,11 @@ then scored on unseen inputs:
 - ``all``: the three together;
 - ``default + coarsening``: the defaults, trained with half of the batches shown at
   2 or 3 times their GSD (``StsunTask(coarsen=0.5)``, a training option, not a network one);
-- ``default + coarsening 0.25``: the same with a quarter of the batches coarsened.
+- ``default + coarsening 0.25``: the same with a quarter of the batches coarsened;
+- ``default + coarse windows 0.25`` and ``0.5``: coarsened batches drawn from windows 2 or
+  3 times larger, so every step sees 64² pixels (``train_stsun(coarsen_windows=True)``:
+  what a sampler that reads coarse windows would give; ``StsunTask`` has no such
+  sampler yet and coarsens the batches it is given).
 
 Scored: Sentinel-2 at 10 m (in-sensor reference), Landsat-8 B1-B7, Landsat-8 B1-B7
 with B10-B11 (thermal), the same with B10-B11 declared optical (the thermal modality
@@ -104,8 +108,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "band_context": True,
         "coarsen": 0.25,
     },
+    "default + coarse windows 0.25": {
+        **EARLIER,
+        "wavelength_encoding": "response",
+        "band_context": True,
+        "coarsen": 0.25,
+        "coarsen_windows": True,
+    },
+    "default + coarse windows 0.5": {
+        **EARLIER,
+        "wavelength_encoding": "response",
+        "band_context": True,
+        "coarsen": 0.5,
+        "coarsen_windows": True,
+    },
 }
-TRAINING_OPTIONS = ("coarsen",)
+TRAINING_OPTIONS = ("coarsen", "coarsen_windows")
 """Keys of a variant that are training options (of ``train_stsun``), not the network's."""
 S2_10M_ONLY = "Sentinel-2 10 m bands only (B02-B04, B08)"
 THERMAL_AS_OPTICAL = "Landsat-8 B1-B7 + B10-B11 declared optical"

@@ -26,7 +26,13 @@ from torch import Tensor
 
 from stsun_lightning.batch import Batch
 
-__all__ = ["DEFAULT_FACTORS", "block_majority", "coarsen_batch", "coarsen_randomly"]
+__all__ = [
+    "DEFAULT_FACTORS",
+    "block_majority",
+    "coarsen_batch",
+    "coarsen_randomly",
+    "draw_factor",
+]
 
 DEFAULT_FACTORS = (2, 3)
 """The coarsening factors drawn from unless told otherwise (10 m data seen at 20 and 30 m)."""
@@ -120,20 +126,16 @@ def coarsen_batch(batch: Batch, factor: int) -> Batch:
     )
 
 
-def coarsen_randomly(
-    batch: Batch,
+def draw_factor(
     probability: float,
     factors: Sequence[int] = DEFAULT_FACTORS,
     generator: torch.Generator | None = None,
-) -> Batch:
-    """With ``probability``, :func:`coarsen_batch` by a factor drawn from ``factors``.
-
-    The whole batch shares one factor (its items share one size).
+) -> int:
+    """With ``probability``, a factor drawn uniformly from ``factors``; else 1.
 
     Args:
-        batch: the batch.
-        probability: share of batches coarsened, in [0, 1].
-        factors: the factors drawn from, uniformly (each >= 2).
+        probability: share of draws that coarsen, in [0, 1].
+        factors: the factors drawn from (each >= 2).
         generator: random source (default: torch's global one, which checkpoints save).
 
     Raises:
@@ -144,9 +146,30 @@ def coarsen_randomly(
     if not factors or min(factors) < 2:
         raise ValueError(f"coarsening factors must be at least 2, got {list(factors)}.")
     if probability == 0.0:
-        return batch
+        return 1
     draw = torch.rand(2, generator=generator)
     if float(draw[0]) >= probability:
-        return batch
-    factor = factors[min(int(float(draw[1]) * len(factors)), len(factors) - 1)]
-    return coarsen_batch(batch, factor)
+        return 1
+    return factors[min(int(float(draw[1]) * len(factors)), len(factors) - 1)]
+
+
+def coarsen_randomly(
+    batch: Batch,
+    probability: float,
+    factors: Sequence[int] = DEFAULT_FACTORS,
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """With ``probability``, :func:`coarsen_batch` by a factor drawn from ``factors``.
+
+    The whole batch shares one factor (its items share one size); see :func:`draw_factor`.
+
+    Args:
+        batch: the batch.
+        probability: share of batches coarsened, in [0, 1].
+        factors: the factors drawn from, uniformly (each >= 2).
+        generator: random source (default: torch's global one, which checkpoints save).
+
+    Raises:
+        ValueError: a probability outside [0, 1], no factors, or a factor below 2.
+    """
+    return coarsen_batch(batch, draw_factor(probability, factors, generator))
