@@ -36,13 +36,19 @@ from stsun_lightning.tasks.losses import value_loss
 from stsun_lightning.tasks.metrics import SourceMetrics
 from stsun_lightning.tasks.module import StsunTask
 
-__all__ = ["parameter_rows", "unified_vs_specialists"]
+__all__ = [
+    "mean_miou",
+    "parameter_rows",
+    "train_joint",
+    "unified_vs_specialists",
+    "world_datamodule",
+]
 
 MODEL = "stsun_tiny"
 _LEARNING_RATE = 2e-3
 
 
-def _datamodule(
+def world_datamodule(
     root: Path,
     seed: int,
     scene_size: int,
@@ -67,7 +73,7 @@ def _datamodule(
     )
 
 
-def _train_stsun(
+def train_joint(
     datamodule: SpectralWorldDataModule,
     steps: int,
     seed: int,
@@ -198,7 +204,7 @@ def parameter_rows(counts: dict[str, int]) -> list[dict[str, Any]]:
     ]
 
 
-def _mean_miou(scores: dict[str, dict[str, float]]) -> float:
+def mean_miou(scores: dict[str, dict[str, float]]) -> float:
     values = [s["miou"] for s in scores.values() if "miou" in s]
     return sum(values) / len(values) if values else math.nan
 
@@ -229,30 +235,30 @@ def unified_vs_specialists(
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    joint_data = _datamodule(
+    joint_data = world_datamodule(
         root / "all", seed, scene_size, scenes_per_source, patch, batch, total_steps, None
     )
     names = [s.name for s in joint_data.source_infos]
     each = max(1, total_steps // len(names))
-    joint = _train_stsun(joint_data, total_steps, seed)
+    joint = train_joint(joint_data, total_steps, seed)
     stsun_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
     unet_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
     for name in names:
-        for family, train in ((stsun_specialists, _train_stsun), (unet_specialists, _train_unet)):
-            data = _datamodule(
+        for family, train in ((stsun_specialists, train_joint), (unet_specialists, _train_unet)):
+            data = world_datamodule(
                 root / name, seed, scene_size, scenes_per_source, patch, batch, each, [name]
             )
             result = train(data, each, seed)
             family["seconds"] = round(family["seconds"] + result["seconds"], 1)
             family["scores"].update(result["scores"])
             family["parameters"] += result["parameters"]
-    joint_mean = _mean_miou(joint["scores"])
+    joint_mean = mean_miou(joint["scores"])
     rows = []
     for family, label in (
         (stsun_specialists, "STSUN specialists"),
         (unet_specialists, "U-Net specialists"),
     ):
-        base = _mean_miou(family["scores"])
+        base = mean_miou(family["scores"])
         rows.append(
             {
                 "experiment": "unified",
