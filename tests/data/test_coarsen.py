@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_batch
-from stsun_lightning.data.transforms.coarsen import coarsen_batch, coarsen_randomly
+from stsun_lightning.data.transforms.coarsen import coarsen_batch, coarsen_randomly, draw_factor
 from stsun_lightning.tasks.module import StsunTask
 
 
@@ -88,6 +88,18 @@ def test_random_coarsening_draws_its_share_and_factors_and_repeats_with_a_seed()
     assert coarsen_randomly(batch, 0.0) is batch
 
 
+def test_a_drawn_factor_is_the_one_random_coarsening_applies():
+    batch = make_batch(b=1, h=12, w=12)
+    factors = [draw_factor(0.5, (2, 3), torch.Generator().manual_seed(s)) for s in range(40)]
+    sides = [
+        coarsen_randomly(batch, 0.5, (2, 3), torch.Generator().manual_seed(s)).image.shape[-1]
+        for s in range(40)
+    ]
+    assert set(factors) == {1, 2, 3}
+    assert sides == [12 // f for f in factors]
+    assert draw_factor(0.0, (2, 3)) == 1 and draw_factor(1.0, (3,)) == 3
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -95,6 +107,8 @@ def test_random_coarsening_draws_its_share_and_factors_and_repeats_with_a_seed()
         (lambda b: coarsen_batch(b, 9), "leaves no pixel of a 4 × 4 batch"),
         (lambda b: coarsen_randomly(b, 1.5), r"in \[0, 1\], got 1.5"),
         (lambda b: coarsen_randomly(b, 0.5, (1, 2)), r"at least 2, got \[1, 2\]"),
+        (lambda b: draw_factor(-0.1), r"in \[0, 1\], got -0.1"),
+        (lambda b: draw_factor(0.5, ()), r"at least 2, got \[\]"),
     ],
 )
 def test_bad_arguments_say_what_was_expected(call, message):
