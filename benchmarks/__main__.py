@@ -66,6 +66,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("accuracy", "accuracy.py", "accuracy"),
     Benchmark("finetune", "finetune.py", "finetune"),
     Benchmark("transfer_ablation", "transfer_ablation.py", "transfer_ablation"),
+    Benchmark("joint_ablation", "joint_ablation.py", "joint_ablation"),
 )
 """Every benchmark, in the order they run."""
 

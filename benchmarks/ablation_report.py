@@ -44,9 +44,15 @@ NETWORK_PAIRS = (
         ("Sentinel-2 10 m mIoU", *TRANSFERS),
     ),
     (
-        "coarsening (half the batches at 2-3 × GSD)",
+        "coarse crops (half the crops drawn 2-3 × larger, at 2-3 × GSD)",
         "default (+response, +band set)",
-        "default + coarsening",
+        "default + coarse crops 0.5",
+        ("Sentinel-2 10 m mIoU", "Sentinel-2 at 30 m", "Landsat-8 B1-B7", S2_10M),
+    ),
+    (
+        "drawn larger (against half the batches coarsened as drawn)",
+        "default + coarsened batches 0.5",
+        "default + coarse crops 0.5",
         ("Sentinel-2 10 m mIoU", "Sentinel-2 at 30 m", "Landsat-8 B1-B7", S2_10M),
     ),
 )

@@ -299,13 +299,14 @@ def train_stsun(
             (:func:`~stsun_lightning.data.transforms.band_dropout.drop_random_bands`, the option
             ``StsunTask(band_dropout=...)`` applies); drawn from ``seed`` too.
         coarsen: share of batches shown at 2 or 3 times the GSD
-            (:func:`~stsun_lightning.data.transforms.coarsen.coarsen_randomly`, the option
-            ``StsunTask(coarsen=...)`` applies); drawn from ``seed`` too.
+            (:func:`~stsun_lightning.data.transforms.coarsen.draw_factor`, then
+            :func:`~stsun_lightning.data.transforms.coarsen.coarsen_batch`); drawn from
+            ``seed`` too.
         coarsen_windows: a coarsened batch comes from windows ``f`` times larger, so that
-            every step sees ``patch²`` pixels and ``f`` times the ground of a window (what a
-            sampler reading coarse windows would give); only the factors whose windows fit
-            the scenes are drawn. False coarsens the windows drawn, as ``StsunTask`` does
-            with the batches it is given.
+            every step sees ``patch²`` pixels and ``f²`` times the ground of a window (what
+            the datamodules' ``coarsen`` option does); only the factors whose windows fit
+            the scenes are drawn. False averages the drawn windows down themselves
+            (``patch² / f²`` pixels), the ablation of drawing them larger.
     """
     model.train()
     generator = torch.Generator().manual_seed(seed)

@@ -17,13 +17,13 @@ then scored on unseen inputs:
 - ``+bilinear``: the mask-normalised bilinear decoder;
 - ``default``: the network's defaults, the first two together;
 - ``all``: the three together;
-- ``default + coarsening``: the defaults, trained with half of the batches shown at
-  2 or 3 times their GSD (``StsunTask(coarsen=0.5)``, a training option, not a network one);
-- ``default + coarsening 0.25``: the same with a quarter of the batches coarsened;
-- ``default + coarse windows 0.25`` and ``0.5``: coarsened batches drawn from windows 2 or
-  3 times larger, so every step sees 64² pixels (``train_stsun(coarsen_windows=True)``:
-  what a sampler that reads coarse windows would give; ``StsunTask`` has no such
-  sampler yet and coarsens the batches it is given).
+- ``default + coarse crops 0.25`` and ``0.5``: the defaults, trained with that share of
+  the crops drawn 2 or 3 times larger and averaged down to the 64² patch (at 2 or 3 times
+  the GSD): what the datamodules' ``coarsen`` option does
+  (``train_stsun(coarsen=..., coarsen_windows=True)``);
+- ``default + coarsened batches 0.25`` and ``0.5``: the same share of batches averaged
+  down from the 64² windows themselves (32² or 21² pixels at 2 or 3 times the GSD;
+  ``coarsen_windows=False``): the ablation of drawing the crops larger.
 
 Scored: Sentinel-2 at 10 m (in-sensor reference), Landsat-8 B1-B7, Landsat-8 B1-B7
 with B10-B11 (thermal), the same with B10-B11 declared optical (the thermal modality
@@ -96,31 +96,31 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "band_context": True,
     },
     "all": {"wavelength_encoding": "response", "band_context": True, "upsampling": "bilinear"},
-    "default + coarsening": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
-        "coarsen": 0.5,
-    },
-    "default + coarsening 0.25": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
-        "coarsen": 0.25,
-    },
-    "default + coarse windows 0.25": {
+    "default + coarse crops 0.25": {
         **EARLIER,
         "wavelength_encoding": "response",
         "band_context": True,
         "coarsen": 0.25,
         "coarsen_windows": True,
     },
-    "default + coarse windows 0.5": {
+    "default + coarse crops 0.5": {
         **EARLIER,
         "wavelength_encoding": "response",
         "band_context": True,
         "coarsen": 0.5,
         "coarsen_windows": True,
+    },
+    "default + coarsened batches 0.25": {
+        **EARLIER,
+        "wavelength_encoding": "response",
+        "band_context": True,
+        "coarsen": 0.25,
+    },
+    "default + coarsened batches 0.5": {
+        **EARLIER,
+        "wavelength_encoding": "response",
+        "band_context": True,
+        "coarsen": 0.5,
     },
 }
 TRAINING_OPTIONS = ("coarsen", "coarsen_windows")

@@ -358,7 +358,8 @@ def test_ablation_report_pairs_each_change_off_and_on(tmp_path):
             ("+bilinear", 0.5),
             ("default (+response, +band set)", 0.75),
             ("all", 0.5),
-            ("default + coarsening", 0.95),
+            ("default + coarse crops 0.5", 0.95),
+            ("default + coarsened batches 0.5", 0.9),
         )
     }
     variants["default (+response, +band set)"]["Landsat-8 B1-B7 + B10-B11 declared optical"] = 0.4
@@ -373,8 +374,14 @@ def test_ablation_report_pairs_each_change_off_and_on(tmp_path):
     (tmp_path / "finetune.json").write_text(json.dumps(finetune))
     rows = ablation_report.main(["--results", str(tmp_path)])
     by = {(r["change"], r["experiment"]): r for r in rows}
-    coarse = by[("coarsening (half the batches at 2-3 × GSD)", "Sentinel-2 at 30 m")]
+    coarse = by[
+        ("coarse crops (half the crops drawn 2-3 × larger, at 2-3 × GSD)", "Sentinel-2 at 30 m")
+    ]
     assert (coarse["off"], coarse["on"], coarse["difference"]) == (0.75, 0.95, 0.2)
+    larger = by[
+        ("drawn larger (against half the batches coarsened as drawn)", "Sentinel-2 at 30 m")
+    ]
+    assert (larger["off"], larger["on"]) == (0.9, 0.95)
     thermal = by[
         ("thermal modality (B10-B11 declared optical → thermal)", "Landsat-8 B1-B7 + B10-B11")
     ]

@@ -1,4 +1,4 @@
-"""Coarsening: a training batch as a coarser sensor sees it (``StsunTask(coarsen=...)``)."""
+"""Coarsening: a batch as a coarser sensor sees it (``coarsen_batch``), and the factor draw."""
 
 import dataclasses
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import make_batch
-from stsun_lightning.data.transforms.coarsen import coarsen_batch, coarsen_randomly, draw_factor
-from stsun_lightning.tasks.module import StsunTask
+from stsun_lightning.data.transforms.coarsen import coarsen_batch, coarsening_factors, draw_factor
+from stsun_lightning.errors import ConfigError
 
 
 def test_image_is_the_block_mean_and_gsd_scales():
@@ -76,28 +76,16 @@ def test_a_coarsened_batch_runs_through_the_network(tiny_model):
     assert logits.shape[-2:] == (10, 10)
 
 
-def test_random_coarsening_draws_its_share_and_factors_and_repeats_with_a_seed():
-    batch = make_batch(b=1, h=12, w=12)
+def test_factors_are_drawn_in_their_share_and_repeat_with_a_seed():
     generator = torch.Generator().manual_seed(0)
-    sides = [coarsen_randomly(batch, 0.5, (2, 3), generator).image.shape[-1] for _ in range(400)]
-    counts = {side: sides.count(side) for side in set(sides)}
-    assert set(counts) == {12, 6, 4}
-    assert 150 < counts[12] < 250 and 60 < counts[6] < 140 and 60 < counts[4] < 140
-    first = [coarsen_randomly(batch, 0.5, (2, 3), torch.Generator().manual_seed(5)) for _ in "ab"]
-    assert first[0].image.shape == first[1].image.shape
-    assert coarsen_randomly(batch, 0.0) is batch
-
-
-def test_a_drawn_factor_is_the_one_random_coarsening_applies():
-    batch = make_batch(b=1, h=12, w=12)
-    factors = [draw_factor(0.5, (2, 3), torch.Generator().manual_seed(s)) for s in range(40)]
-    sides = [
-        coarsen_randomly(batch, 0.5, (2, 3), torch.Generator().manual_seed(s)).image.shape[-1]
-        for s in range(40)
-    ]
-    assert set(factors) == {1, 2, 3}
-    assert sides == [12 // f for f in factors]
+    drawn = [draw_factor(0.5, (2, 3), generator) for _ in range(400)]
+    counts = {f: drawn.count(f) for f in set(drawn)}
+    assert set(counts) == {1, 2, 3}
+    assert 150 < counts[1] < 250 and 60 < counts[2] < 140 and 60 < counts[3] < 140
+    again = [draw_factor(0.5, (2, 3), torch.Generator().manual_seed(5)) for _ in "ab"]
+    assert again[0] == again[1]
     assert draw_factor(0.0, (2, 3)) == 1 and draw_factor(1.0, (3,)) == 3
+    assert coarsen_batch(make_batch(b=1, h=4, w=4), 1).image.shape[-1] == 4
 
 
 @pytest.mark.parametrize(
@@ -105,8 +93,8 @@ def test_a_drawn_factor_is_the_one_random_coarsening_applies():
     [
         (lambda b: coarsen_batch(b, 0), "at least 1, got 0"),
         (lambda b: coarsen_batch(b, 9), "leaves no pixel of a 4 × 4 batch"),
-        (lambda b: coarsen_randomly(b, 1.5), r"in \[0, 1\], got 1.5"),
-        (lambda b: coarsen_randomly(b, 0.5, (1, 2)), r"at least 2, got \[1, 2\]"),
+        (lambda b: draw_factor(1.5), r"in \[0, 1\], got 1.5"),
+        (lambda b: draw_factor(0.5, (1, 2)), r"at least 2, got \[1, 2\]"),
         (lambda b: draw_factor(-0.1), r"in \[0, 1\], got -0.1"),
         (lambda b: draw_factor(0.5, ()), r"at least 2, got \[\]"),
     ],
@@ -116,25 +104,12 @@ def test_bad_arguments_say_what_was_expected(call, message):
         call(make_batch(b=1, h=4, w=4))
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-def test_the_task_coarsens_training_batches_only():
-    sources = {"s": {"task": "semantic_segmentation", "categories": ["water", "cropland"]}}
-    torch.manual_seed(0)
-    task = StsunTask("stsun_tiny", sources=sources, coarsen=1.0, coarsen_factors=[2])
-    seen: list[tuple[int, float]] = []
-    task.model.register_forward_pre_hook(
-        lambda _m, args: seen.append((args[0].image.shape[-1], float(args[0].gsd_m[0])))
-    )
-    batch = make_batch(b=4, c=4, h=32, w=32, categories=[0, 1], source="s")
-    task.training_step(batch, 0)
-    assert seen[-1] == (16, float(batch.gsd_m[0]) * 2)
-    with torch.no_grad():
-        task.validation_step(batch, 0)
-    assert seen[-1] == (32, float(batch.gsd_m[0])), "a validation batch was coarsened"
-
-
-def test_the_task_checks_its_coarsening_options():
-    with pytest.raises(Exception, match=r"coarsen must be in \[0, 1\], got 2.0"):
-        StsunTask(coarsen=2.0)
-    with pytest.raises(Exception, match=r"coarsen_factors must be integers of at least 2"):
-        StsunTask(coarsen=0.5, coarsen_factors=[1])
+def test_the_options_are_checked_naming_them():
+    assert coarsening_factors(0.5, None, "data") == (2, 3)
+    assert coarsening_factors(0.5, [3], "data") == (3,)
+    with pytest.raises(ConfigError, match=r"data.coarsen must be in \[0, 1\], got 2.0"):
+        coarsening_factors(2.0, None, "data")
+    with pytest.raises(ConfigError, match=r"data.coarsen_factors must be integers of at least 2"):
+        coarsening_factors(0.5, [1], "data")
+    with pytest.raises(ConfigError, match=r"got \[\]"):
+        coarsening_factors(0.5, [], "data")

@@ -30,7 +30,6 @@ from torch.nn.parallel import DistributedDataParallel
 from stsun_lightning.batch import Batch
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies, parse_sources
 from stsun_lightning.data.transforms.band_dropout import drop_random_bands
-from stsun_lightning.data.transforms.coarsen import DEFAULT_FACTORS, coarsen_randomly
 from stsun_lightning.errors import ConfigError, unknown_name_error
 from stsun_lightning.export.onnx import OnnxModel
 from stsun_lightning.export.predict import physical_record, predict_exported
@@ -102,11 +101,6 @@ class StsunTask(FineTuning, LightningModule):
             network trained on one sensor read other band sets (measured in
             ``benchmarks/accuracy.py``, experiment 1). 0 turns it off.
         min_bands: the fewest bands band dropout leaves an item.
-        coarsen: share of training batches shown at a coarser GSD, ``f × f`` pixel blocks
-            averaged (:func:`~stsun_lightning.data.transforms.coarsen.coarsen_batch`): what
-            a network trained at one GSD needs to read another (measured in
-            ``benchmarks/transfer_ablation.py``). 0 turns it off.
-        coarsen_factors: the factors ``f`` drawn from (each >= 2; default ``[2, 3]``).
         init_from: a ``StsunTask`` checkpoint whose network weights start this run (a new
             run: fresh optimiser, schedule and data record; ``--ckpt_path`` resumes a run
             instead, and wins over this). Vocabularies merge: the checkpoint's names keep
@@ -150,8 +144,6 @@ class StsunTask(FineTuning, LightningModule):
         compile_model: bool = False,
         band_dropout: float = 0.0,
         min_bands: int = 1,
-        coarsen: float = 0.0,
-        coarsen_factors: list[int] | None = None,
         init_from: str | None = None,
         init_categories: dict[str, list[str]] | None = None,
         imprint_batches: int = 16,
@@ -165,12 +157,6 @@ class StsunTask(FineTuning, LightningModule):
             raise ConfigError(
                 f"band_dropout must be in [0, 1] and min_bands at least 1, got "
                 f"band_dropout={band_dropout}, min_bands={min_bands}."
-            )
-        if not 0.0 <= coarsen <= 1.0:
-            raise ConfigError(f"model.coarsen must be in [0, 1], got {coarsen}.")
-        if coarsen_factors is not None and (not coarsen_factors or min(coarsen_factors) < 2):
-            raise ConfigError(
-                f"model.coarsen_factors must be integers of at least 2, got {coarsen_factors}."
             )
         self.lora = LoraOptions.parse(lora) if lora is not None else None
         if not 0.0 <= known_categories_lr <= 1.0:
@@ -255,8 +241,6 @@ class StsunTask(FineTuning, LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One step on one source's batch; a non-finite loss on any rank skips it everywhere."""
         source = self._source(batch)
-        factors = self.hparams.coarsen_factors or DEFAULT_FACTORS
-        batch = coarsen_randomly(batch, self.hparams.coarsen, factors)
         batch = drop_random_bands(batch, self.hparams.band_dropout, self.hparams.min_bands)
         # Position offsets from (seed, step, rank): the same after a resume on every rank.
         step_seed = (torch.initial_seed() * 1_000_003 + self.global_step) * 1_009

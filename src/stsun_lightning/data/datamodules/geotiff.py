@@ -46,6 +46,7 @@ from stsun_lightning.data.samplers.crops import RandomCrops
 from stsun_lightning.data.samplers.split import SPLITS, block_crops, block_patches, spatial_blocks
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
+from stsun_lightning.data.transforms.coarsen import coarsening_factors
 from stsun_lightning.errors import ConfigError, RasterMismatchError
 
 __all__ = ["GeoTiffDataModule"]
@@ -99,6 +100,12 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
         predict_overlap: overlap of prediction windows, blended smoothly (default: a
             quarter of the window).
         predict_batch_size: windows per forward pass (default: ``batch_size``).
+        coarsen: share of training crops drawn ``f`` times larger and averaged down to
+            ``patch_size`` (``f`` from ``coarsen_factors``; inside the training blocks,
+            which must hold ``f × patch_size`` pixels): the same pixels per patch at ``f``
+            times the GSD, as a coarser sensor sees the ground; what a network trained at
+            one GSD needs to read coarser imagery. 0 turns it off.
+        coarsen_factors: the factors ``f`` drawn from (each >= 2; default ``[2, 3]``).
     """
 
     def __init__(
@@ -128,11 +135,14 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
         predict_window: int | None = None,
         predict_overlap: int | None = None,
         predict_batch_size: int | None = None,
+        coarsen: float = 0.0,
+        coarsen_factors: list[int] | None = None,
     ) -> None:
         super().__init__(
             batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
         )
         self.save_hyperparameters()
+        self.coarsen_factors = coarsening_factors(coarsen, coarsen_factors, "data")
         if not inputs:
             raise ConfigError("GeoTiffDataModule needs at least one input under 'inputs'.")
         self.input_specs = {n: InputSpec.parse(n, s) for n, s in inputs.items()}
@@ -221,6 +231,8 @@ class GeoTiffDataModule(ScenePredictionMixin, StsunDataModule):
                 count,
                 self.hparams.seed,
                 fallback=tiles["train"],
+                coarsen=self.hparams.coarsen,
+                coarsen_factors=self.coarsen_factors,
             ),
             "val": tiles["val"],
             "test": tiles["test"],

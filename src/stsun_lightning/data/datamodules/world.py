@@ -35,6 +35,7 @@ from stsun_lightning.data.samplers.crops import CropArea, RandomCrops
 from stsun_lightning.data.sensors import Modality, get_sensor
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import InputSpec, LabelSpec
+from stsun_lightning.data.transforms.coarsen import coarsening_factors
 from stsun_lightning.errors import ConfigError
 
 __all__ = ["SpectralWorldDataModule"]
@@ -72,6 +73,13 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             source of one optical reflective sensor) through random sensors
             (:class:`~stsun_lightning.data.datasets.world.virtual.VirtualSensors`); those
             sources are normalised with fixed reflectance statistics in every split.
+        coarsen: share of training crops drawn ``f`` times larger and averaged down to
+            ``patch_size`` (``f`` from ``coarsen_factors``; :class:`RandomCrops`): the same
+            pixels per patch at ``f`` times the GSD and ``f²`` times the ground, as a
+            coarser sensor sees it; what a network trained at one GSD needs to read
+            coarser imagery (measured in ``benchmarks/transfer_ablation.py``). 0 turns it
+            off. An item of a virtual sensor draws its own GSD and is never coarsened.
+        coarsen_factors: the factors ``f`` drawn from (each >= 2; default ``[2, 3]``).
     """
 
     def __init__(
@@ -92,11 +100,14 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         batch_format: BatchFormat = "stsun",
         val_scenes: int = 1,
         virtual_sensors: VirtualSensors | None = None,
+        coarsen: float = 0.0,
+        coarsen_factors: list[int] | None = None,
     ) -> None:
         super().__init__(
             batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
         )
         self.save_hyperparameters()
+        self.coarsen_factors = coarsening_factors(coarsen, coarsen_factors, "data")
         self.root = Path(root)
         self.world = SpectralWorld(
             self.root, seed, scene_size, scenes_per_source, source_names,
@@ -261,7 +272,14 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
                 for i, s in enumerate(scenes)
             ]
             count = self.hparams.samples_per_scene * len(scenes)
-            patches = RandomCrops(areas, p, count, self.hparams.seed)
+            patches = RandomCrops(
+                areas,
+                p,
+                count,
+                self.hparams.seed,
+                coarsen=self.hparams.coarsen,
+                coarsen_factors=self.coarsen_factors,
+            )
         else:
             patches = []
             for index, scene in enumerate(scenes):

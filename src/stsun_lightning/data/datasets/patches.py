@@ -22,6 +22,7 @@ from stsun_lightning.data.samplers.epochs import EpochDataset, EpochIndex, item_
 from stsun_lightning.data.sources import SourceInfo
 from stsun_lightning.data.spec import OutputKindName
 from stsun_lightning.data.transforms.augment import augment_patch
+from stsun_lightning.data.transforms.coarsen import coarsen_batch
 
 __all__ = ["PatchDraw", "PatchRef", "ScenePatchDataset"]
 
@@ -30,11 +31,22 @@ _FLIP_STREAM = 7
 
 @dataclass(frozen=True)
 class PatchRef:
-    """Where a patch lies: its scene and its top-left corner in the scene's grid CRS."""
+    """Where a patch lies: its scene and its top-left corner in the scene's grid CRS.
+
+    Attributes:
+        scene: the patch's scene (a position in the dataset's scenes).
+        left: the window's left edge in the grid CRS.
+        top: its top edge.
+        factor: grid pixels per patch pixel along each axis. A window of ``factor ×
+            patch_size`` pixels a side is read and averaged down to the patch
+            (:func:`~stsun_lightning.data.transforms.coarsen.coarsen_batch`): the same
+            ground as a sensor with ``factor`` times the GSD sees it; 1 reads the patch.
+    """
 
     scene: int
     left: float
     top: float
+    factor: int = 1
 
 
 class PatchDraw(Protocol):
@@ -105,18 +117,23 @@ class ScenePatchDataset(EpochDataset[Batch]):
         Args:
             key: ``EpochIndex(epoch, i)``, or ``i`` for epoch 0.
         """
-        return self._bounds(self.patch(*split_key(key)))
+        return self.window_bounds(self.patch(*split_key(key)))
 
-    def _bounds(self, ref: PatchRef) -> tuple[float, float, float, float]:
+    def window_bounds(self, ref: PatchRef) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of the window ``ref`` reads (``factor ×`` the patch)."""
         rx, ry = self.scenes[ref.scene].series.grid.res
-        p = self.patch_size
-        return ref.left, ref.top - p * ry, ref.left + p * rx, ref.top
+        side = self.patch_size * ref.factor
+        return ref.left, ref.top - side * ry, ref.left + side * rx, ref.top
 
     def item(self, epoch: int, index: int) -> Batch:
-        """Patch ``index`` of ``epoch`` as a one-item batch."""
+        """Patch ``index`` of ``epoch`` as a one-item batch (coarsened where its ref says)."""
         ref = self.patch(epoch, index)
+        return coarsen_batch(self._read(ref, epoch, index), ref.factor)
+
+    def _read(self, ref: PatchRef, epoch: int, index: int) -> Batch:
+        """The window of ``ref`` at the grid's resolution, as a one-item batch."""
         scene = self.scenes[ref.scene]
-        bounds = self._bounds(ref)
+        bounds = self.window_bounds(ref)
         window = scene.series.read(bounds)
         image, valid = window.image, window.valid
         target = scene.labels.read(bounds) if scene.labels is not None else None

@@ -36,7 +36,7 @@ from stsun_lightning.data.datasets.world.virtual import (
     jitter_bands,
     reflectance_statistics,
 )
-from stsun_lightning.data.samplers.epochs import EpochDataset, EpochIndex, item_rng
+from stsun_lightning.data.samplers.epochs import EpochDataset, item_rng
 from stsun_lightning.data.sensors import Band, band_metadata
 from stsun_lightning.data.transforms.augment import augment_patch
 
@@ -141,7 +141,9 @@ class VirtualSensorPatchDataset(EpochDataset[Batch]):
         base, config = self.patches, self.config
         ref = base.patch(epoch, index)
         scene = base.scenes[ref.scene]
-        bounds = base.bounds(EpochIndex(epoch, index))
+        # A virtual sensor draws its own GSD: it reads the patch's own window, never a
+        # coarsened crop's larger one.
+        bounds = base.window_bounds(dataclasses.replace(ref, factor=1))
         frames = [(f.day,) for f in scene.series.frames]
         surfaces = self.surfaces[ref.scene].read(bounds, frames)  # (T, S, p, p)
         sensor = draw_virtual_sensor(rng, config, scene.gsd_m, base.patch_size)

@@ -16,6 +16,8 @@ import shapely
 
 from stsun_lightning.data.datasets.patches import PatchRef
 from stsun_lightning.data.samplers.epochs import item_rng
+from stsun_lightning.data.transforms.coarsen import DEFAULT_FACTORS, draw_factor
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["CROP_ATTEMPTS", "CropArea", "RandomCrops", "patch_inside"]
 
@@ -23,6 +25,7 @@ CROP_ATTEMPTS = 100
 """Corners a crop tries before it takes one of the known-valid fallback crops."""
 
 _CROP_STREAM = 13  # the crop's draw; flips and frames draw from other streams
+_COARSEN_STREAM = 23  # whether a crop is coarsened, and by what factor
 
 
 def patch_inside(data: shapely.Geometry, left: float, top: float, px: float, py: float) -> bool:
@@ -73,15 +76,26 @@ class RandomCrops:
     when that divides). A crop whose :data:`CROP_ATTEMPTS` tries all leave the data (an
     area set that is mostly empty) takes one of ``fallback`` instead.
 
+    With ``coarsen`` > 0 that share of the crops is drawn ``f`` times larger, ``f`` from
+    ``coarsen_factors``, inside the areas that hold it; the dataset reads the larger
+    window and averages it down to the patch (:attr:`PatchRef.factor`), so a coarsened
+    crop has the patch's pixels, ``f`` times its GSD and ``f²`` times its ground, as a
+    coarser sensor sees the same place. The draw of ``f`` has a stream of its own:
+    with ``coarsen=0`` the crops are those drawn without the option.
+
     Args:
         areas: where crops may lie; areas smaller than the patch are left out.
         patch_size: the crops' side in pixels.
         count: crops per epoch.
         seed: the seed of the draws.
         fallback: crops known to lie in the data (e.g. the tiles of the areas).
+        coarsen: share of crops drawn larger and coarsened, in [0, 1].
+        coarsen_factors: the factors drawn from, uniformly (each >= 2).
 
     Raises:
-        ValueError: no area holds a patch, naming the patch size.
+        ValueError: no area holds a patch, naming the patch size; a coarsening share
+            outside [0, 1] or a factor below 2.
+        ConfigError: a coarsening factor whose crop no area holds, naming the sizes.
     """
 
     def __init__(
@@ -91,15 +105,40 @@ class RandomCrops:
         count: int,
         seed: int = 0,
         fallback: Sequence[PatchRef] = (),
+        coarsen: float = 0.0,
+        coarsen_factors: Sequence[int] = DEFAULT_FACTORS,
     ) -> None:
         self.areas = [a for a in areas if min(a.width, a.height) >= patch_size]
         if count > 0 and not self.areas:
             raise ValueError(f"No crop area holds a patch of {patch_size} px.")
         self.patch_size, self.count, self.seed = patch_size, max(int(count), 0), seed
         self.fallback = list(fallback)
+        draw_factor(coarsen, coarsen_factors)  # checks the share and the factors
+        self.coarsen, self.coarsen_factors = coarsen, tuple(int(f) for f in coarsen_factors)
+        self._areas_by_factor = {1: self.areas}
+        if coarsen > 0:
+            for f in self.coarsen_factors:
+                holding = [a for a in self.areas if min(a.width, a.height) >= f * patch_size]
+                if count > 0 and not holding:
+                    largest = max(min(a.width, a.height) for a in self.areas)
+                    raise ConfigError(
+                        f"data.coarsen_factors: factor {f} needs a crop area of "
+                        f"{f * patch_size} px a side ({f} × the {patch_size} px patch); the "
+                        f"largest holds {largest} px. Use smaller factors or a smaller patch."
+                    )
+                self._areas_by_factor[f] = holding
 
     def __len__(self) -> int:
         return self.count
+
+    def factor(self, epoch: int, index: int) -> int:
+        """The coarsening factor of crop ``index`` of ``epoch`` (1: not coarsened)."""
+        if self.coarsen == 0.0:
+            return 1
+        rng = item_rng(self.seed, _COARSEN_STREAM, epoch, index)
+        if rng.random() >= self.coarsen:
+            return 1
+        return self.coarsen_factors[int(rng.integers(len(self.coarsen_factors)))]
 
     def draw(self, epoch: int, index: int) -> PatchRef:
         """Crop ``index`` of ``epoch``: the same for the same seed, epoch and index.
@@ -111,18 +150,20 @@ class RandomCrops:
         if not 0 <= index < self.count:
             raise IndexError(f"Crop {index} out of range for {self.count} crops per epoch.")
         rng = item_rng(self.seed, _CROP_STREAM, epoch, index)
-        p = self.patch_size
-        area = self.areas[index % len(self.areas)]
+        factor = self.factor(epoch, index)
+        areas = self._areas_by_factor[factor]
+        side = self.patch_size * factor
+        area = areas[index % len(areas)]
         for _ in range(CROP_ATTEMPTS):
             rx, ry = area.res
-            left = area.left + int(rng.integers(area.width - p + 1)) * rx
-            top = area.top - int(rng.integers(area.height - p + 1)) * ry
-            if area.data is None or patch_inside(area.data, left, top, p * rx, p * ry):
-                return PatchRef(area.scene, left, top)
-            area = self.areas[int(rng.integers(len(self.areas)))]
+            left = area.left + int(rng.integers(area.width - side + 1)) * rx
+            top = area.top - int(rng.integers(area.height - side + 1)) * ry
+            if area.data is None or patch_inside(area.data, left, top, side * rx, side * ry):
+                return PatchRef(area.scene, left, top, factor)
+            area = areas[int(rng.integers(len(areas)))]
         if not self.fallback:
             raise RuntimeError(
                 f"Crop {index} of epoch {epoch}: {CROP_ATTEMPTS} random corners all left the "
-                f"data of its {len(self.areas)} area(s), and there is no fallback crop."
+                f"data of its {len(areas)} area(s), and there is no fallback crop."
             )
         return self.fallback[int(rng.integers(len(self.fallback)))]

@@ -19,6 +19,7 @@ import shapely
 from stsun_lightning.data.datasets.patches import PatchRef
 from stsun_lightning.data.io.grid import Grid
 from stsun_lightning.data.samplers.crops import CropArea, RandomCrops, patch_inside
+from stsun_lightning.data.transforms.coarsen import DEFAULT_FACTORS
 from stsun_lightning.errors import ConfigError
 
 __all__ = ["SPLITS", "block_crops", "block_patches", "spatial_blocks"]
@@ -116,6 +117,8 @@ def block_crops(
     seed: int,
     fallback: Sequence[PatchRef] = (),
     scene: int = 0,
+    coarsen: float = 0.0,
+    coarsen_factors: Sequence[int] = DEFAULT_FACTORS,
 ) -> RandomCrops:
     """``count`` random crops per epoch, each wholly inside one block and the region.
 
@@ -132,6 +135,8 @@ def block_crops(
         seed: seed of the crops.
         fallback: crops known to lie in the blocks and the region.
         scene: the scene the crops read.
+        coarsen: share of crops drawn larger and coarsened (see :class:`RandomCrops`).
+        coarsen_factors: the factors drawn from.
 
     Returns:
         The crops: crop ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``.
@@ -151,4 +156,4 @@ def block_crops(
                 None if whole else block.intersection(region),
             )
         )
-    return RandomCrops(areas, patch_size, count, seed, fallback)
+    return RandomCrops(areas, patch_size, count, seed, fallback, coarsen, coarsen_factors)

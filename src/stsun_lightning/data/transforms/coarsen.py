@@ -1,10 +1,12 @@
-"""Coarsening: show a training batch as a coarser sensor would see it.
+"""Coarsening: an item or batch as a coarser sensor would see the same ground.
 
 A network trained at one ground sample distance reads another poorly: at 30 m the
 textures it learnt at 10 m are a third of their size in pixels, and its tokens cover
 nine times the ground. Averaging blocks of ``f × f`` pixels is what a sensor with ``f``
-times the GSD and a box-shaped point spread function records of the same ground, so a
-share of training batches can be shown at ``f`` times their GSD at no cost in data:
+times the GSD and a box-shaped point spread function records of the same ground. The
+datamodules' ``coarsen`` option draws a share of training crops ``f`` times larger and
+averages them down to the patch (:class:`~stsun_lightning.data.samplers.crops.RandomCrops`,
+``PatchRef.factor``), so a coarse item has the patch's pixels and ``f²`` times its ground:
 
 - the image is averaged over the valid pixels of each block (padding stays exact: an
   invalid pixel's value never enters a mean), a block with no valid pixel is invalid;
@@ -25,12 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stsun_lightning.batch import Batch
+from stsun_lightning.errors import ConfigError
 
 __all__ = [
     "DEFAULT_FACTORS",
     "block_majority",
     "coarsen_batch",
-    "coarsen_randomly",
+    "coarsening_factors",
     "draw_factor",
 ]
 
@@ -126,6 +129,27 @@ def coarsen_batch(batch: Batch, factor: int) -> Batch:
     )
 
 
+def coarsening_factors(share: float, factors: Sequence[int] | None, owner: str) -> tuple[int, ...]:
+    """The coarsening factors an option asks for, checked (default :data:`DEFAULT_FACTORS`).
+
+    Args:
+        share: the ``coarsen`` option, in [0, 1].
+        factors: the ``coarsen_factors`` option (None: the default).
+        owner: what the options belong to, for the message (``"data"``).
+
+    Raises:
+        ConfigError: a share outside [0, 1], or factors empty or below 2, naming them.
+    """
+    chosen = tuple(DEFAULT_FACTORS if factors is None else factors)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"{owner}.coarsen must be in [0, 1], got {share}.")
+    if not chosen or min(chosen) < 2 or any(int(f) != f for f in chosen):
+        raise ConfigError(
+            f"{owner}.coarsen_factors must be integers of at least 2, got {list(chosen)}."
+        )
+    return tuple(int(f) for f in chosen)
+
+
 def draw_factor(
     probability: float,
     factors: Sequence[int] = DEFAULT_FACTORS,
@@ -151,25 +175,3 @@ def draw_factor(
     if float(draw[0]) >= probability:
         return 1
     return factors[min(int(float(draw[1]) * len(factors)), len(factors) - 1)]
-
-
-def coarsen_randomly(
-    batch: Batch,
-    probability: float,
-    factors: Sequence[int] = DEFAULT_FACTORS,
-    generator: torch.Generator | None = None,
-) -> Batch:
-    """With ``probability``, :func:`coarsen_batch` by a factor drawn from ``factors``.
-
-    The whole batch shares one factor (its items share one size); see :func:`draw_factor`.
-
-    Args:
-        batch: the batch.
-        probability: share of batches coarsened, in [0, 1].
-        factors: the factors drawn from, uniformly (each >= 2).
-        generator: random source (default: torch's global one, which checkpoints save).
-
-    Raises:
-        ValueError: a probability outside [0, 1], no factors, or a factor below 2.
-    """
-    return coarsen_batch(batch, draw_factor(probability, factors, generator))
