@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "merge_seeds", "spread", "write_report"]
+__all__ = ["markdown", "merge_seeds", "spread", "write_pages", "write_report"]
 
 _TITLES = {
     "unseen_sensor": "1. Unseen sensor (trained on Sentinel-2 only)",
@@ -257,6 +257,13 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def write_pages(out_dir: Path, stem: str, results: dict[str, Any], page: str) -> None:
+    """Write ``stem.json`` (``results``) and ``stem.md`` (``page``) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(page)
 
 
 def write_report(results: dict[str, Any], out_dir: Path, name: str | None = None) -> None:

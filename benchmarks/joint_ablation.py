@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import make_config
-from accuracy_report import spread
+from accuracy_report import spread, write_pages
 from accuracy_unified import mean_miou, train_joint, world_datamodule
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -147,9 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     results = {"command": command, "seeds": args.seeds, "per_seed": per_seed}
     stem = "joint_ablation" + ("_quick" if args.quick else "")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS_DIR / f"{stem}.md").write_text(markdown(results))
+    write_pages(RESULTS_DIR, stem, results, markdown(results))
     return results
 
 

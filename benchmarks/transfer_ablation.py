@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -76,7 +75,7 @@ from accuracy_data import (
     render_stack,
     standardise,
 )
-from accuracy_report import spread
+from accuracy_report import spread, write_pages
 from stsun_lightning.batch import Batch, Modality
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES
 from stsun_lightning.data.sensors import get_sensor
@@ -325,9 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "per_seed": {str(seed): run["variants"] for seed, run in per_seed.items()},
     }
     stem = args.name or "transfer_ablation" + ("_quick" if args.quick else "")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS_DIR / f"{stem}.md").write_text(markdown(results))
+    write_pages(RESULTS_DIR, stem, results, markdown(results))
     return results
 
 

@@ -8,6 +8,7 @@ values encode the class under them, so alignment can be checked pixel for pixel.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -124,3 +125,36 @@ def write_world(root: Path, compress: str | None = None) -> dict[str, Path]:
         transform=transform,
     )
     return {n: root / n for n in ("labels", "s2", "l8", "dem")}
+
+
+def four_band_datamodule(world: dict[str, Path], tmp_path: Path, **kwargs: Any) -> Any:
+    """A set-up ``GeoTiffDataModule`` over :func:`write_world`'s Sentinel-2 series (4 bands).
+
+    16 px patches, batches of 4, 32 px split blocks (val and test 0.2 each), 24 training
+    crops per epoch; ``kwargs`` override or add options.
+    """
+    from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
+
+    options: dict[str, Any] = dict(
+        inputs={
+            "s2": {
+                "sensor": "sentinel2_l2a",
+                "paths": str(world["s2"]),
+                "bands": ["B02", "B03", "B04", "B08"],
+            }
+        },
+        labels={
+            "paths": str(world["labels"]),
+            "task": "semantic_segmentation",
+            "classes": {1: "water", 2: "tree_cover", 3: "built_up"},
+            "ignore_values": [0],
+        },
+        patch_size=16,
+        batch_size=4,
+        split={"block_size": 32, "val": 0.2, "test": 0.2},
+        train_samples=24,
+        statistics_cache=str(tmp_path / "cache"),
+    )
+    module = GeoTiffDataModule(**{**options, **kwargs})
+    module.setup("fit")
+    return module

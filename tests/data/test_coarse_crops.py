@@ -8,16 +8,14 @@ datamodules offer it as ``coarsen`` / ``coarsen_factors``.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import shapely
 import torch
-from geotiffs import write_world
+from geotiffs import four_band_datamodule, write_world
 from lightning import Trainer
 
 from stsun_lightning.batch import collate_batches
-from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
 from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
 from stsun_lightning.data.datasets.patches import PatchRef, ScenePatchDataset
 from stsun_lightning.data.samplers.crops import CropArea, RandomCrops
@@ -70,36 +68,9 @@ def test_bad_coarsening_options_say_what_was_expected():
         SpectralWorldDataModule(root="unused", coarsen=0.5, coarsen_factors=[1])
 
 
-def _geotiff(world: dict[str, Path], tmp_path: Path, **kwargs) -> GeoTiffDataModule:
-    module = GeoTiffDataModule(
-        inputs={
-            "s2": {
-                "sensor": "sentinel2_l2a",
-                "paths": str(world["s2"]),
-                "bands": ["B02", "B03", "B04", "B08"],
-            }
-        },
-        labels={
-            "paths": str(world["labels"]),
-            "task": "semantic_segmentation",
-            "classes": {1: "water", 2: "tree_cover", 3: "built_up"},
-            "ignore_values": [0],
-        },
-        patch_size=16,
-        batch_size=4,
-        split={"block_size": 32, "val": 0.2, "test": 0.2},
-        train_samples=24,
-        statistics_cache=str(tmp_path / "cache"),
-        augment=False,
-        **kwargs,
-    )
-    module.setup("fit")
-    return module
-
-
 def test_a_coarse_crop_is_its_larger_window_averaged_inside_the_training_blocks(tmp_path):
     world = write_world(tmp_path / "world")
-    dm = _geotiff(world, tmp_path, coarsen=1.0, coarsen_factors=[2])
+    dm = four_band_datamodule(world, tmp_path, augment=False, coarsen=1.0, coarsen_factors=[2])
     train = dm.datasets("train")[0]
     blocks = shapely.union_all(dm.blocks["train"])
     gsd = float(dm.datasets("val")[0][0].gsd_m[0])
@@ -126,7 +97,9 @@ def test_a_coarse_crop_is_its_larger_window_averaged_inside_the_training_blocks(
 @pytest.mark.filterwarnings("ignore:.*does not have many workers")
 def test_batches_of_fine_and_coarse_crops_train(tmp_path):
     world = write_world(tmp_path / "world")
-    dm = _geotiff(world, tmp_path, coarsen=0.5, coarsen_factors=[2], train_batches_per_epoch=3)
+    dm = four_band_datamodule(
+        world, tmp_path, augment=False, coarsen=0.5, coarsen_factors=[2], train_batches_per_epoch=3
+    )
     train = dm.datasets("train")[0]
     items = [train[EpochIndex(0, i)] for i in range(len(train))]
     assert {float(item.gsd_m[0]) for item in items} == {10.0, 20.0}

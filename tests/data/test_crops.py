@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import shapely
 import torch
-from geotiffs import write_world
+from geotiffs import four_band_datamodule, write_world
 from rasterio.crs import CRS
 from torchgeo_fakes import write_levir_cd
 
 from stsun_lightning.batch import collate_batches
 from stsun_lightning.data.datamodules.benchmarks import LEVIRCDDataModule
-from stsun_lightning.data.datamodules.geotiff import GeoTiffDataModule
 from stsun_lightning.data.datamodules.world import SpectralWorldDataModule
 from stsun_lightning.data.datasets.patches import PatchRef
 from stsun_lightning.data.io.grid import Grid
@@ -102,41 +101,15 @@ def test_block_crops_lie_wholly_inside_one_block_and_the_region():
 # --- The datamodules' training datasets ----------------------------------------------
 
 
-def _geotiff(world: dict[str, Path], tmp_path: Path, **kwargs) -> GeoTiffDataModule:
-    module = GeoTiffDataModule(
-        inputs={
-            "s2": {
-                "sensor": "sentinel2_l2a",
-                "paths": str(world["s2"]),
-                "bands": ["B02", "B03", "B04", "B08"],
-            }
-        },
-        labels={
-            "paths": str(world["labels"]),
-            "task": "semantic_segmentation",
-            "classes": {1: "water", 2: "tree_cover", 3: "built_up"},
-            "ignore_values": [0],
-        },
-        patch_size=16,
-        batch_size=4,
-        split={"block_size": 32, "val": 0.2, "test": 0.2},
-        train_samples=24,
-        statistics_cache=str(tmp_path / "cache"),
-        **kwargs,
-    )
-    module.setup("fit")
-    return module
-
-
 def test_geotiff_training_crops_change_every_epoch_and_evaluation_grids_do_not(tmp_path):
     world = write_world(tmp_path / "world")
-    dm = _geotiff(world, tmp_path)
+    dm = four_band_datamodule(world, tmp_path)
     train = dm.datasets("train")[0]
     epochs = [[train.bounds(EpochIndex(e, i)) for i in range(len(train))] for e in range(3)]
     assert len(set(epochs[0]) & set(epochs[1])) < 4 and epochs[1] != epochs[2]
     blocks = shapely.union_all(dm.blocks["train"])
     assert all(blocks.contains(shapely.box(*b)) for bounds in epochs for b in bounds)
-    same = _geotiff(world, tmp_path).datasets("train")[0]  # a rerun, or a resumed run
+    same = four_band_datamodule(world, tmp_path).datasets("train")[0]  # a rerun, or a resumed run
     assert [same.bounds(EpochIndex(1, i)) for i in range(len(same))] == epochs[1]
     for split in ("val", "test"):
         grid = dm.datasets(split)[0]
@@ -148,8 +121,8 @@ def test_geotiff_training_crops_change_every_epoch_and_evaluation_grids_do_not(t
 
 def test_flips_are_drawn_per_epoch_and_item(tmp_path):
     world = write_world(tmp_path / "world")
-    flipped = _geotiff(world, tmp_path).datasets("train")[0]
-    plain = _geotiff(world, tmp_path, augment=False).datasets("train")[0]
+    flipped = four_band_datamodule(world, tmp_path).datasets("train")[0]
+    plain = four_band_datamodule(world, tmp_path, augment=False).datasets("train")[0]
     turns: dict[int, set[int]] = {i: set() for i in range(6)}
     for epoch in range(6):
         for i in turns:
@@ -168,7 +141,7 @@ def test_flips_are_drawn_per_epoch_and_item(tmp_path):
 
 def test_persistent_workers_read_the_crops_of_the_epoch_the_sampler_is_in(tmp_path):
     world = write_world(tmp_path / "world")
-    dm = _geotiff(world, tmp_path, num_workers=2, train_batches_per_epoch=4)
+    dm = four_band_datamodule(world, tmp_path, num_workers=2, train_batches_per_epoch=4)
     loader, (train,) = dm.train_dataloader(), dm.datasets("train")
     assert loader.persistent_workers
     seen = []
