@@ -58,6 +58,21 @@ def test_fit_runs_for_every_task_kind(world_root, tmp_path, source):
     assert any(k.startswith(f"val/{source}/") for k in logged)
 
 
+def test_fit_trains_on_coarse_crops_the_datamodule_draws(world_root, tmp_path):
+    args = [
+        *_data_args(world_root, "s2_clouds"),
+        "--data.coarsen=1.0",
+        "--data.coarsen_factors=[2]",
+    ]
+    cli = build_cli(["fit", *args, *_trainer_args(tmp_path), "--trainer.fast_dev_run=1"])
+    assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    (train,) = cli.datamodule.datasets("train")
+    (val,) = cli.datamodule.datasets("val")
+    gsd = float(val[0].gsd_m[0])
+    item = train[0]
+    assert item.image.shape[-1] == 32 and float(item.gsd_m[0]) == 2 * gsd
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_other_subcommands_run(world_root, tmp_path, subcommand):

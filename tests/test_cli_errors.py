@@ -329,12 +329,17 @@ def test_build_cli_raises_the_mistake_itself_not_jsonargparse_wrapping(world, tm
             r"Did you mean 'model\.learning_rate'\? .*",
         ),
         (
+            {"model.coarsen": 0.5},
+            r"Subcommand 'fit' does not accept option 'model\.coarsen'\. "
+            r"It moved to 'data\.coarsen' \(the datamodule's option\)\. .*",
+        ),
+        (
             {"data.class_path": "stsun_lightning.data.GeoTifDataModule"},
             r"data: class_path 'stsun_lightning\.data\.GeoTifDataModule' names no class .*"
             r"Did you mean 'stsun_lightning\.data\.GeoTiffDataModule'\? .*",
         ),
     ],
-    ids=["wrong-type", "not-a-choice", "unknown-model-key", "unknown-class"],
+    ids=["wrong-type", "not-a-choice", "unknown-model-key", "moved-key", "unknown-class"],
 )
 def test_parse_errors_name_the_key_in_one_line(world, tmp_path, capsys, change, expected):
     config = yaml.safe_load(fit_config(world, tmp_path).read_text())

@@ -32,6 +32,7 @@ from pathlib import Path
 from stsun_lightning.errors import ConfigError, InputFileError, MissingFileError, closest_name
 
 __all__ = [
+    "MOVED_OPTIONS",
     "check_ckpt_path",
     "command_line_error",
     "config_error_in",
@@ -39,6 +40,12 @@ __all__ = [
     "person_message",
 ]
 
+# Options that moved, with what to say to a config that still has them.
+MOVED_OPTIONS = {
+    "model.coarsen": "data.coarsen",
+    "model.coarsen_factors": "data.coarsen_factors",
+}
+"""Old option -> its new name; the datamodule now draws coarse crops larger (see docs)."""
 # Values of ``ckpt_path`` that Lightning resolves itself (no file of that name).
 _CKPT_KEYWORDS = ("last", "best", "hpc")
 # Files that ``torch.save`` writes: a zip archive, or before PyTorch 1.6 a pickle.
@@ -90,7 +97,11 @@ def parse_error_message(message: str, known_options: Iterable[str] = ()) -> str:
     text = re.sub(r"<class '([^']+)'>", r"\1", text).replace("Expected a ", "Expected ")
     text = re.sub(r"typing\.Literal\[(.+?)\]", r"one of \1", text)
     if match := re.fullmatch(r"Subcommand '\w+' does not accept option '([^']+)'", text):
-        text += "." + _closest(match[1], known_options)
+        moved = MOVED_OPTIONS.get(match[1])
+        if moved is not None:
+            text += f". It moved to {moved!r} (the datamodule's option)."
+        else:
+            text += "." + _closest(match[1], known_options)
     return f"{'.'.join(keys)}: {text}" if keys else text
 
 
