@@ -264,3 +264,34 @@ def test_the_network_trains_on_a_virtual_sensor_batch(datamodule):
     assert torch.isfinite(loss) and float(loss.detach()) > 0
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_coarse_crops_coarsen_real_sensor_items_and_leave_virtual_ones_alone(datamodule):
+    options = {**datamodule.hparams, "coarsen": 1.0, "coarsen_factors": [2]}
+    real_only = SpectralWorldDataModule(
+        **{**options, "virtual_sensors": VirtualSensors(probability=0.0)}
+    )
+    virtual_only = SpectralWorldDataModule(**options)
+    gsd = float(_train(datamodule, "s2_change").patches.scenes[0].gsd_m)
+    real = _train(real_only, "s2_change")[EpochIndex(0, 1)]
+    assert real.image.shape[-2:] == (PATCH, PATCH) and float(real.gsd_m[0]) == 2 * gsd
+    coarse = _train(virtual_only, "s2_change")
+    read: list[tuple[float, ...]] = []
+
+    def recording(original):
+        def read_and_record(bounds, *args, **kwargs):
+            read.append(bounds)
+            return original(bounds, *args, **kwargs)
+
+        return read_and_record
+
+    for surfaces in coarse.surfaces:
+        surfaces.read = recording(surfaces.read)
+    res = coarse.patches.scenes[0].series.grid.res[0]
+    for i in range(4):  # a virtual item reads the patch's own window and draws its own GSD
+        ref = coarse.patches.patch(0, i)
+        item = coarse[EpochIndex(0, i)]
+        assert ref.factor == 2 and item.image.shape[-1] == PATCH
+        left, bottom, right, top = read[-1]
+        assert (left, top) == (ref.left, ref.top)
+        assert right - left == top - bottom == PATCH * res
