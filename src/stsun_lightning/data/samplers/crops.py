@@ -16,7 +16,7 @@ import shapely
 
 from stsun_lightning.data.datasets.patches import PatchRef
 from stsun_lightning.data.samplers.epochs import item_rng
-from stsun_lightning.data.transforms.coarsen import DEFAULT_FACTORS, draw_factor
+from stsun_lightning.data.transforms.coarsen import DEFAULT_FACTORS, coarsening_factors
 from stsun_lightning.errors import ConfigError
 
 __all__ = ["CROP_ATTEMPTS", "CropArea", "RandomCrops", "patch_inside"]
@@ -93,9 +93,9 @@ class RandomCrops:
         coarsen_factors: the factors drawn from, uniformly (each >= 2).
 
     Raises:
-        ValueError: no area holds a patch, naming the patch size; a coarsening share
-            outside [0, 1] or a factor below 2.
-        ConfigError: a coarsening factor whose crop no area holds, naming the sizes.
+        ValueError: no area holds a patch, naming the patch size.
+        ConfigError: a coarsening share outside [0, 1], a factor below 2, or a factor
+            whose crop no area holds, naming the sizes.
     """
 
     def __init__(
@@ -113,8 +113,8 @@ class RandomCrops:
             raise ValueError(f"No crop area holds a patch of {patch_size} px.")
         self.patch_size, self.count, self.seed = patch_size, max(int(count), 0), seed
         self.fallback = list(fallback)
-        draw_factor(coarsen, coarsen_factors)  # checks the share and the factors
-        self.coarsen, self.coarsen_factors = coarsen, tuple(int(f) for f in coarsen_factors)
+        self.coarsen = coarsen
+        self.coarsen_factors = coarsening_factors(coarsen, coarsen_factors, "data")
         self._areas_by_factor = {1: self.areas}
         if coarsen > 0:
             for f in self.coarsen_factors:
