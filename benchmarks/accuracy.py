@@ -78,7 +78,7 @@ from accuracy_report import write_report
 from accuracy_train import UnetBaseline, fit, scores
 from accuracy_unified import unified_vs_specialists
 from accuracy_virtual import fixed_statistics, render_surfaces, virtual_batch
-from stsun_lightning.batch import Batch, OutputKind
+from stsun_lightning.batch import Batch, OutputKind, collate_batches
 from stsun_lightning.data.datasets.world.layout import CROP_TYPES
 from stsun_lightning.data.datasets.world.sources import COARSE_CLASSES, FINE_CLASSES
 from stsun_lightning.data.datasets.world.virtual import VirtualSensors
@@ -302,38 +302,41 @@ def train_stsun(
             (:func:`~stsun_lightning.data.transforms.coarsen.draw_factor`, then
             :func:`~stsun_lightning.data.transforms.coarsen.coarsen_batch`); drawn from
             ``seed`` too.
-        coarsen_windows: a coarsened batch comes from windows ``f`` times larger, so that
-            every step sees ``patch²`` pixels and ``f²`` times the ground of a window (what
-            the datamodules' ``coarsen`` option does); only the factors whose windows fit
-            the scenes are drawn. False averages the drawn windows down themselves
-            (``patch² / f²`` pixels), the ablation of drawing them larger.
+        coarsen_windows: each window draws its own factor ``f`` (as the datamodules'
+            ``RandomCrops`` does per crop) and is cut ``f`` times larger, then averaged
+            down, so every step sees ``patch²`` pixels per window and a batch mixes GSDs;
+            only the factors whose windows fit the scenes are drawn, and ``frames`` must
+            be None. False draws one factor per batch and averages the drawn windows down
+            themselves (``patch² / f²`` pixels), the ablation of drawing them larger.
     """
     model.train()
     generator = torch.Generator().manual_seed(seed)
     rows = model.category_embedding.rows(stack.classes).tolist()
     task_row = model.task_embedding.vocabulary.index(task)
+    side, count = patch or cfg.patch, batch_size or cfg.batch
     scene_side = min(stack.image.shape[-2:])
-    window_factors = [f for f in DEFAULT_FACTORS if (patch or cfg.patch) * f <= scene_side]
-    if coarsen_windows and coarsen > 0 and not window_factors:
+    window_factors = [f for f in DEFAULT_FACTORS if side * f <= scene_side]
+    if coarsen_windows and coarsen > 0 and (not window_factors or frames is not None):
         raise ValueError(
-            f"coarse windows need scenes of at least {2 * (patch or cfg.patch)} px a side "
-            f"(twice the window), got {scene_side} px."
+            f"coarse windows need scenes of at least {2 * side} px a side (twice the "
+            f"window; got {scene_side} px) and all dates (frames=None)."
+        )
+
+    def windows(size: int, number: int) -> Batch:
+        image, dates, label = random_crops(stack, size, number, generator)
+        if frames is not None:
+            image, dates = select_dates(image, dates, frames(generator))
+        return make_batch(
+            image, dates, stack.bands, stack.gsd_m, task_row, len(rows), label, output, rows
         )
 
     def loss(_: int) -> Tensor:
-        # The factor is drawn where it decides the window, else after the windows and
-        # dates (the order of the draws of runs without coarse windows).
-        factor = draw_factor(coarsen, window_factors, generator) if coarsen_windows else 1
-        side = (patch or cfg.patch) * factor
-        image, dates, label = random_crops(stack, side, batch_size or cfg.batch, generator)
-        if frames is not None:
-            image, dates = select_dates(image, dates, frames(generator))
-        if not coarsen_windows:
-            factor = draw_factor(coarsen, generator=generator)
-        batch = make_batch(
-            image, dates, stack.bands, stack.gsd_m, task_row, len(rows), label, output, rows
-        )
-        batch = coarsen_batch(batch, factor)
+        if coarsen_windows:
+            factors = [draw_factor(coarsen, window_factors, generator) for _ in range(count)]
+            batch = collate_batches([coarsen_batch(windows(side * f, 1), f) for f in factors])
+        else:  # the draws in the order of runs before coarse windows existed
+            batch = windows(side, count)
+            batch = coarsen_batch(batch, draw_factor(coarsen, generator=generator))
         batch = drop_random_bands(batch, band_dropout, generator=generator)
         logits = model(batch).logits
         assert logits is not None and batch.target is not None

@@ -84,42 +84,21 @@ from stsun_lightning.models import create_model
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TASK = "semantic_segmentation"
 EARLIER = {"wavelength_encoding": "fourier", "band_context": False, "upsampling": "unpatch"}
+DEFAULT = {**EARLIER, "wavelength_encoding": "response", "band_context": True}
 VARIANTS: dict[str, dict[str, Any]] = {
     "earlier": EARLIER,
     "+response": {**EARLIER, "wavelength_encoding": "response"},
     "+band set": {**EARLIER, "band_context": True},
     "+bilinear": {**EARLIER, "upsampling": "bilinear"},
-    "default (+response, +band set)": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
+    "default (+response, +band set)": DEFAULT,
+    "all": {**DEFAULT, "upsampling": "bilinear"},
+    **{
+        f"default + coarse crops {share}": {**DEFAULT, "coarsen": share, "coarsen_windows": True}
+        for share in (0.25, 0.5)
     },
-    "all": {"wavelength_encoding": "response", "band_context": True, "upsampling": "bilinear"},
-    "default + coarse crops 0.25": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
-        "coarsen": 0.25,
-        "coarsen_windows": True,
-    },
-    "default + coarse crops 0.5": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
-        "coarsen": 0.5,
-        "coarsen_windows": True,
-    },
-    "default + coarsened batches 0.25": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
-        "coarsen": 0.25,
-    },
-    "default + coarsened batches 0.5": {
-        **EARLIER,
-        "wavelength_encoding": "response",
-        "band_context": True,
-        "coarsen": 0.5,
+    **{
+        f"default + coarsened batches {share}": {**DEFAULT, "coarsen": share}
+        for share in (0.25, 0.5)
     },
 }
 TRAINING_OPTIONS = ("coarsen", "coarsen_windows")

@@ -129,23 +129,26 @@ def coarsen_batch(batch: Batch, factor: int) -> Batch:
     )
 
 
-def coarsening_factors(share: float, factors: Sequence[int] | None, owner: str) -> tuple[int, ...]:
+def coarsening_factors(
+    share: float, factors: Sequence[int] | None, owner: str = ""
+) -> tuple[int, ...]:
     """The coarsening factors an option asks for, checked (default :data:`DEFAULT_FACTORS`).
 
     Args:
         share: the ``coarsen`` option, in [0, 1].
         factors: the ``coarsen_factors`` option (None: the default).
-        owner: what the options belong to, for the message (``"data"``).
+        owner: what the options belong to, for the message (``"data"``; "" for none).
 
     Raises:
         ConfigError: a share outside [0, 1], or factors empty or below 2, naming them.
     """
+    prefix = f"{owner}." if owner else ""
     chosen = tuple(DEFAULT_FACTORS if factors is None else factors)
     if not 0.0 <= share <= 1.0:
-        raise ConfigError(f"{owner}.coarsen must be in [0, 1], got {share}.")
+        raise ConfigError(f"{prefix}coarsen must be in [0, 1], got {share}.")
     if not chosen or min(chosen) < 2 or any(int(f) != f for f in chosen):
         raise ConfigError(
-            f"{owner}.coarsen_factors must be integers of at least 2, got {list(chosen)}."
+            f"{prefix}coarsen_factors must be integers of at least 2, got {list(chosen)}."
         )
     return tuple(int(f) for f in chosen)
 
@@ -163,12 +166,10 @@ def draw_factor(
         generator: random source (default: torch's global one, which checkpoints save).
 
     Raises:
-        ValueError: a probability outside [0, 1], no factors, or a factor below 2.
+        ConfigError: a probability outside [0, 1], no factors, or a factor below 2
+            (:func:`coarsening_factors`).
     """
-    if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"coarsening probability must be in [0, 1], got {probability}.")
-    if not factors or min(factors) < 2:
-        raise ValueError(f"coarsening factors must be at least 2, got {list(factors)}.")
+    factors = coarsening_factors(probability, factors)
     if probability == 0.0:
         return 1
     draw = torch.rand(2, generator=generator)
