@@ -345,6 +345,15 @@ def train_stsun(
     return fit(model, loss, steps or cfg.steps)
 
 
+def world_root(cfg: Config) -> Path:
+    """The default cache folder of the SpectralWorld of ``cfg``'s mode and seed.
+
+    One world per mode and seed: seeds run as separate commands never regenerate each
+    other's world, and a rerun of a seed (or another script on the same seed) reuses it.
+    """
+    return Path("data") / f"accuracy_world_{cfg.mode}_seed{cfg.seed}"
+
+
 def train_unet(model: nn.Module, stack: Stack, cfg: Config, seed: int) -> dict[str, float]:
     """Train a U-Net on the same random windows as :func:`train_stsun` with ``seed``."""
     model.train()
@@ -902,9 +911,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.virtual_gsd_factor,
     )
     wanted = set(args.only or EXPERIMENTS)
-    # One cached world per mode and seed: seeds run as separate commands never regenerate
-    # each other's world, and a rerun of a seed reuses its own.
-    world_root = args.world_root or Path("data") / f"accuracy_world_{cfg.mode}_seed{cfg.seed}"
+    world = args.world_root or world_root(cfg)
     start = time.perf_counter()
     results: dict[str, Any] = {
         "mode": cfg.mode,
@@ -947,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             (
                 "unified",
                 lambda: unified_vs_specialists(
-                    world_root,
+                    world,
                     cfg.seed,
                     cfg.world_scene_size,
                     cfg.world_scenes,

@@ -87,6 +87,9 @@ def train_joint(
         seed: seed of the initialisation.
         model_overrides: options of the network over ``MODEL``'s preset.
     """
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     torch.manual_seed(seed)
     task = StsunTask(
         MODEL,
@@ -232,9 +235,6 @@ def unified_vs_specialists(
     Returns:
         ``{"rows", "joint", "stsun_specialists", "unet_specialists", "steps_each"}``.
     """
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     joint_data = world_datamodule(
         root / "all", seed, scene_size, scenes_per_source, patch, batch, total_steps, None
     )

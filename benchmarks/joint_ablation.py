@@ -10,7 +10,7 @@ the same SpectralWorld sources, sampling, recipe and 1750 steps in full mode), w
 options of the network changed; it is scored per source on the validation scenes. The
 U-Net specialists of the same seed are read from ``results/accuracy_seed{N}.json`` where
 that file exists (they are not retrained here), as the reference the joint model must
-reach. The world is the one ``accuracy.py`` caches for the mode and seed.
+reach. The world is the one ``accuracy.py`` caches for the mode and seed (``world_root``).
 
 Results go to ``benchmarks/results/joint_ablation{,_quick}.{json,md}``.
 """
@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import make_config
+from accuracy import make_config, world_root
 from accuracy_report import spread, write_pages
 from accuracy_unified import mean_miou, train_joint, world_datamodule
 
@@ -67,9 +65,8 @@ def _reference(seed: int) -> dict[str, Any] | None:
 def run(quick: bool, seed: int, variants: Sequence[str]) -> dict[str, Any]:
     """Train the joint network once per variant; per-source scores and mean mIoU."""
     cfg = make_config(quick, seed)
-    root = Path("data") / f"accuracy_world_{cfg.mode}_seed{seed}" / "all"
     data = world_datamodule(
-        root,
+        world_root(cfg) / "all",
         seed,
         cfg.world_scene_size,
         cfg.world_scenes,
@@ -133,9 +130,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--variants", nargs="+", choices=list(VARIANTS), help="train these only (default: all)"
     )
     args = parser.parse_args(argv)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     variants = args.variants or list(VARIANTS)
     per_seed = {str(seed): run(args.quick, seed, variants) for seed in args.seeds}

@@ -157,7 +157,7 @@ def series_datamodule(
         augment=augment,
         num_workers=workers,
         coarsen=coarsen,
-        coarsen_factors=[f for f in (2, 3) if f * patch <= block] or None,
+        coarsen_factors=[f for f in (2, 3) if f * patch <= block],
     )
     module.setup("fit")
     return module

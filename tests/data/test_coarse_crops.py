@@ -32,10 +32,33 @@ def _crops(crops: RandomCrops, epoch: int = 0) -> list[PatchRef]:
     return [crops.draw(epoch, i) for i in range(len(crops))]
 
 
+# The first crops of RandomCrops(AREAS, 16, 40, seed=3), drawn by the code before the
+# option existed (commit 6a65c9f): coarsen=0 must keep every run's crops.
+BEFORE_THE_OPTION = [
+    (0, 460.0, 430.0), (1, 1040.0, 400.0), (0, 140.0, 450.0),
+    (1, 1190.0, 300.0), (0, 440.0, 250.0), (1, 1230.0, 220.0),
+]  # fmt: skip
+
+
 def test_no_coarsening_draws_the_crops_drawn_without_the_option():
     plain = _crops(RandomCrops(AREAS, 16, 40, seed=3))
     assert _crops(RandomCrops(AREAS, 16, 40, seed=3, coarsen=0.0)) == plain
     assert {ref.factor for ref in plain} == {1}
+    assert [(r.scene, r.left, r.top) for r in plain[:6]] == BEFORE_THE_OPTION
+
+
+def test_a_checkpoint_of_a_task_with_the_removed_coarsen_option_loads(tmp_path):
+    sources = {"s": {"task": "semantic_segmentation", "categories": ["water", "cropland"]}}
+    task = StsunTask("stsun_tiny", sources=sources)
+    checkpoint = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
+    checkpoint["pytorch-lightning_version"] = "2.6.6"
+    task.on_save_checkpoint(checkpoint)
+    checkpoint["hyper_parameters"].update(coarsen=0.5, coarsen_factors=[2, 3])
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = StsunTask.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
+    assert "coarsen" not in loaded.hparams
+    weights = dict(task.named_parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in loaded.named_parameters())
 
 
 def test_a_share_of_crops_is_drawn_larger_inside_the_areas_that_hold_them():
