@@ -5,6 +5,9 @@ into one page of mean ± standard deviation per figure::
 
     python benchmarks/accuracy_report.py --merge benchmarks/results/accuracy_seed*.json \
         --name accuracy
+
+A seed's later files (``accuracy.py --only ... --name accuracy_seedN_...``) update the
+rows of its earlier ones (:func:`combine_runs`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown", "merge_seeds", "spread", "write_pages", "write_report"]
+__all__ = ["combine_runs", "markdown", "merge_seeds", "spread", "write_pages", "write_report"]
 
 _TITLES = {
     "unseen_sensor": "1. Unseen sensor (trained on Sentinel-2 only)",
@@ -57,7 +60,10 @@ _NOTES = {
     'its own 10 m mIoU. Rows marked "trained with virtual sensors": experiment 1\'s '
     "variant, whose virtual sensors are drawn at 10 m to 20 m GSD (`--virtual-gsd-factor`), "
     "normalised with the fixed reflectance scale; its baseline column is the network trained "
-    "at 10 m only.",
+    'at 10 m only. Rows marked "trained with coarse crops (0.5)": the network of experiment 1 '
+    "trained with half its windows drawn 2 or 3 times larger and averaged down to the patch "
+    "(at 20 m or 30 m GSD; what `data.coarsen=0.5` does in the datamodules); its baseline "
+    "column is the network trained at 10 m only.",
     "time_series": "Crop types (6 classes, separable only by their timing). Ours is trained on "
     "random subsets of 4 to 12 dates of a pool of dates every 8 days (day 30 to 320); the "
     "baseline, the same network, on the 8-date schedule of SpectralWorld's s2_crops. Test "
@@ -73,6 +79,47 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     mean = statistics.fmean(values)
     return round(mean, 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+
+
+def combine_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per seed: several runs of one seed (``--only`` reruns) combined in order.
+
+    A later run of a seed replaces the rows of an earlier one that have the same
+    experiment, setting, metric and baseline, and adds its other rows; so a rerun of
+    one experiment with a row added updates a full run without repeating its other
+    experiments. Every draw is seeded, so a rerun's rows of an unchanged network come
+    out equal to the earlier ones.
+
+    Raises:
+        ValueError: runs of different modes.
+    """
+    if len({r["mode"] for r in runs}) > 1:
+        raise ValueError(
+            f"combine_runs: expected one mode, got {sorted({r['mode'] for r in runs})}"
+        )
+    by_seed: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        seed = run["seed"]
+        if seed not in by_seed:
+            by_seed[seed] = {**run, "rows": list(run["rows"])}
+            continue
+        combined = by_seed[seed]
+        index = {_key(row): i for i, row in enumerate(combined["rows"])}
+        for row in run["rows"]:
+            if _key(row) in index:
+                combined["rows"][index[_key(row)]] = row
+            else:
+                combined["rows"].append(row)
+        combined["experiments"] = [
+            e for e in _TITLES if e in combined["experiments"] or e in run["experiments"]
+        ]
+        combined["command"] = f"{combined['command']}; {run['command']}"
+        combined["seconds"] = {
+            **combined["seconds"],
+            "total": combined["seconds"]["total"] + run["seconds"]["total"],
+        }
+        combined["complete"] = combined.get("complete", True) and run.get("complete", True)
+    return list(by_seed.values())
 
 
 def merge_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -281,12 +328,18 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str | None = None
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Merge per-seed results (``--merge``) into one report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--merge", nargs="+", type=Path, required=True, help="per-seed JSONs")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        required=True,
+        help="per-seed JSONs; a seed's later files (--only reruns) update its earlier ones",
+    )
     parser.add_argument("--name", default="accuracy", help="file stem of the merged report")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     runs = [json.loads(path.read_text()) for path in args.merge]
-    merged = merge_seeds(runs)
+    merged = merge_seeds(combine_runs(runs))
     write_report(merged, args.out_dir, args.name)
     return merged
 

@@ -31,7 +31,7 @@ from accuracy_data import (  # noqa: E402
     standardise,
     subsample_dates,
 )
-from accuracy_report import markdown, merge_seeds, write_report  # noqa: E402
+from accuracy_report import combine_runs, markdown, merge_seeds, write_report  # noqa: E402
 from accuracy_train import UnetBaseline, fit, scores  # noqa: E402
 from stsun_lightning.batch import OutputKind  # noqa: E402
 from stsun_lightning.data.sensors import get_sensor  # noqa: E402
@@ -216,7 +216,8 @@ def test_fit_trains_only_what_it_is_given():
 
 
 def test_landcover_and_time_series_rows_end_to_end():
-    cfg = accuracy.Config("quick", 0, 480.0, 2, 1, 32, 2, 2, 2, 2, 32, 2, 2, 1, 8, 64, 2, 32, 2, 7)
+    # 660 m scenes (66 px) hold the coarse-crops network's windows of 2 × 32 px.
+    cfg = accuracy.Config("quick", 0, 660.0, 2, 1, 32, 2, 2, 2, 2, 32, 2, 2, 1, 8, 64, 2, 32, 2, 7)
     part = accuracy.landcover(cfg, {"unseen_sensor", "new_classes", "resolution"})
     rows = part["rows"] + part["rows_new_classes"]
     assert {r["experiment"] for r in rows} == {"unseen_sensor", "resolution", "new_classes"}
@@ -230,6 +231,12 @@ def test_landcover_and_time_series_rows_end_to_end():
     assert all(r["setting"].endswith("trained with virtual sensors") for r in virtual)
     assert [r["met"] is None for r in virtual] == [True] + [False] * 5
     assert "stsun_virtual_sensors" in part["scores"]
+    coarse = [r for r in rows if "trained with coarse crops" in r["setting"]]
+    assert [r["setting"].split(",")[0] for r in coarse] == ["10 m", "20 m", "30 m"]
+    assert [r["met"] is None for r in coarse] == [True, False, False]
+    assert set(part["scores"]["stsun_coarse_crops"]) == {
+        "sentinel2_10m", "sentinel2_20m", "sentinel2_30m"
+    }  # fmt: skip
     assert part["band_dropout"] == accuracy.BAND_DROPOUT
     assert all(r["met"] in (True, False, None) for r in rows)
     assert part["new_classes"]["new_names"] == ["building", "road"]
@@ -288,6 +295,29 @@ def test_seeds_merge_into_mean_and_std(tmp_path):
     assert json.loads((tmp_path / "accuracy_merged.json").read_text())["seeds"] == [0, 1, 2]
     with pytest.raises(ValueError, match="distinct seeds"):
         merge_seeds([runs[0], runs[0]])
+
+
+def test_a_rerun_of_one_seed_updates_its_rows():
+    full, rerun = _results("full"), _results("full")
+    rerun["rows"] = [
+        {**rerun["rows"][0], "value": 0.97},
+        accuracy._row("resolution", "30 m, coarse", "ratio", 0.91, "plain", 0.7, ">= 0.90", True),
+    ]
+    rerun["experiments"], rerun["command"] = ["unseen_sensor", "resolution"], "rerun"
+    other_seed = {**_results("full"), "seed": 1}
+    combined = combine_runs([full, other_seed, rerun])
+    assert [run["seed"] for run in combined] == [0, 1]
+    first = combined[0]
+    assert [r["value"] for r in first["rows"]] == [0.97, 0.4, 0.6, 0.91]
+    assert first["experiments"] == ["unseen_sensor", "resolution", "time_series"]
+    assert first["command"] == "python benchmarks/accuracy.py; rerun"
+    assert first["seconds"]["total"] == 120.0
+    assert full["rows"][0]["value"] == 0.95  # the inputs are left as they were
+    merged = merge_seeds(combined)
+    coarse = next(r for r in merged["rows"] if r["setting"] == "30 m, coarse")
+    assert coarse["seeds"] == [0] and coarse["met"] is True
+    with pytest.raises(ValueError, match="one mode"):
+        combine_runs([full, _results("quick")])
 
 
 def test_write_report_files(tmp_path):
