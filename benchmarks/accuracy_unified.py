@@ -78,6 +78,7 @@ def train_joint(
     steps: int,
     seed: int,
     model_overrides: dict[str, Any] | None = None,
+    task_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one STSUN for ``steps`` steps and validate it; metrics by source.
 
@@ -86,18 +87,21 @@ def train_joint(
         steps: optimiser steps.
         seed: seed of the initialisation.
         model_overrides: options of the network over ``MODEL``'s preset.
+        task_options: options of ``StsunTask`` over this recipe's (e.g. ``learning_rate``,
+            ``loss_balance``).
     """
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     torch.manual_seed(seed)
+    recipe: dict[str, Any] = dict(
+        learning_rate=_LEARNING_RATE, warmup_steps=50, panel_every_n_epochs=10**6
+    )
     task = StsunTask(
         MODEL,
         model_overrides=model_overrides,
         sources=datamodule.sources,
-        learning_rate=_LEARNING_RATE,
-        warmup_steps=50,
-        panel_every_n_epochs=10**6,
+        **{**recipe, **(task_options or {})},
     )
     quiet: dict[str, Any] = dict(
         accelerator="cpu",

@@ -1,13 +1,15 @@
-"""Joint-model ablation: which network options move the joint STSUN of experiment 2.
+"""Joint-model ablation: which options move the joint STSUN of experiment 2.
 
 Run from the repository root::
 
     python benchmarks/joint_ablation.py --quick              # CI (~1 min)
-    python benchmarks/joint_ablation.py --seeds 0 1          # full settings, ~10 min a seed
+    python benchmarks/joint_ablation.py --seeds 0 1          # full settings, ~25 min a seed
 
 Each variant is the joint STSUN of ``accuracy.py``'s experiment 2 (``accuracy_unified``:
 the same SpectralWorld sources, sampling, recipe and 1750 steps in full mode), with some
-options of the network changed; it is scored per source on the validation scenes. The
+options of the network (decoder, widths, patch size) or of the task's training
+(``learning_rate``, ``loss_balance``: :data:`TASK_OPTIONS`) changed; it is scored per
+source on the validation scenes. The
 U-Net specialists of the same seed are read from ``results/accuracy_seed{N}.json`` where
 that file exists (they are not retrained here), as the reference the joint model must
 reach. The world is the one ``accuracy.py`` caches for the mode and seed (``world_root``).
@@ -47,7 +49,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "dim": 96,
         "depth": 4,
     },
+    "patch 4": {"patch_size": 4},
+    "patch 4, bilinear": {"patch_size": 4, "upsampling": "bilinear"},
+    "learning rate 4e-3 (2e-3)": {"learning_rate": 4e-3},
+    "losses balanced (initial_mean)": {"loss_balance": "initial_mean"},
 }
+TASK_OPTIONS = ("learning_rate", "loss_balance")
+"""Keys of a variant that are options of ``StsunTask``, not of the network."""
 
 
 def _reference(seed: int) -> dict[str, Any] | None:
@@ -77,7 +85,10 @@ def run(quick: bool, seed: int, variants: Sequence[str]) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"steps": cfg.joint_steps, "variants": {}}
     for name in variants:
-        result = train_joint(data, cfg.joint_steps, seed, VARIANTS[name] or None)
+        options = VARIANTS[name]
+        network = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
+        task = {k: v for k, v in options.items() if k in TASK_OPTIONS}
+        result = train_joint(data, cfg.joint_steps, seed, network or None, task or None)
         result["mean_miou"] = round(mean_miou(result["scores"]), 4)
         out["variants"][name] = result
         print(name, result, flush=True)
