@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/joint_ablation.py --quick              # CI (~1 min)
-    python benchmarks/joint_ablation.py --seeds 0 1          # full settings, ~25 min a seed
+    python benchmarks/joint_ablation.py --seeds 0 1          # full settings, ~22 min a seed
 
 Each variant is the joint STSUN of ``accuracy.py``'s experiment 2 (``accuracy_unified``:
 the same SpectralWorld sources, sampling, recipe and 1750 steps in full mode), with some
