@@ -9,10 +9,10 @@ Each variant is the joint STSUN of ``accuracy.py``'s experiment 2 (``accuracy_un
 the same SpectralWorld sources, sampling, recipe and 1750 steps in full mode), with some
 options of the network (decoder, widths, patch size) or of the task's training
 (``learning_rate``, ``loss_balance``: :data:`TASK_OPTIONS`) changed; it is scored per
-source on the validation scenes. The
-U-Net specialists of the same seed are read from ``results/accuracy_seed{N}.json`` where
-that file exists (they are not retrained here), as the reference the joint model must
-reach. The world is the one ``accuracy.py`` caches for the mode and seed (``world_root``).
+source on the validation scenes. The U-Net specialists of the same seed are read from
+``results/accuracy_seed{N}.json`` where that file exists (they are not retrained here),
+as the reference the joint model must reach. The world is the one ``accuracy.py``
+caches for the mode and seed (``world_root``).
 
 Results go to ``benchmarks/results/joint_ablation{,_quick}.{json,md}``.
 """
