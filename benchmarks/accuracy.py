@@ -585,9 +585,14 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
                     ratio >= 0.9,
                 )
             )
-            result["rows"].append(_coarse_crops_row(coarse, result, stack, gsd, ratio))
+            result["rows"].append(
+                _variant_resolution_row(coarse, result, "coarse_crops", stack, gsd, ratio)
+            )
             if virtual is not None:
-                result["rows"].append(_virtual_resolution_row(virtual, result, raw, gsd, ratio))
+                fixed = standardise(raw, fixed_statistics(raw.bands))[0]
+                result["rows"].append(
+                    _variant_resolution_row(virtual, result, "virtual_sensors", fixed, gsd, ratio)
+                )
 
     if "new_classes" in wanted:
         result.update(new_classes(cfg, metadata, train, train_layouts, val, val_layouts))
@@ -676,55 +681,38 @@ def virtual_sensor_rows(
     return rows, model
 
 
-def _virtual_resolution_row(
-    model: Stsun, result: dict[str, Any], raw: Stack, gsd: float, plain_ratio: float
+def _variant_resolution_row(
+    model: Stsun,
+    result: dict[str, Any],
+    variant: str,
+    stack: Stack,
+    gsd: float,
+    plain_ratio: float,
 ) -> dict[str, Any]:
-    """Experiment 4 for the virtual-sensor variant, which saw 10 m to ``gsd_factor`` × 10 m.
+    """Experiment 4 for a variant of experiment 1's network, against the plain network.
 
     Args:
-        model: experiment 1's network trained with virtual sensors.
-        result: the land-cover results, with that network's 10 m scores (experiment 1);
-            its score at ``gsd`` is added beside them.
-        raw: the validation scenes at ``gsd``, unstandardised.
+        model: the variant's network.
+        result: the land-cover results, with the variant's 10 m scores under
+            ``result["scores"][f"stsun_{variant}"]``; its score at ``gsd`` is added there.
+        variant: ``"virtual_sensors"`` (trained with virtual sensors at 10 m to
+            ``gsd_factor`` × 10 m) or ``"coarse_crops"`` (:data:`COARSE_CROPS` of its
+            windows drawn 2 or 3 times larger and averaged down).
+        stack: the validation scenes at ``gsd``, standardised as the variant was trained
+            (the fixed reflectance scale for virtual sensors, else the training statistics).
         gsd: the test GSD in metres.
         plain_ratio: the network trained at 10 m only, its mIoU at ``gsd`` over its 10 m mIoU.
     """
-    own = result["scores"]["stsun_virtual_sensors"]
-    stack = standardise(raw, fixed_statistics(raw.bands))[0]
+    own = result["scores"][f"stsun_{variant}"]
     at_gsd = own[f"sentinel2_{gsd:.0f}m"] = score_stsun(model, stack, "semantic_segmentation")
     ratio = _ratio(at_gsd["miou"], own["sentinel2_10m"]["miou"])
+    trained = {
+        "virtual_sensors": "trained with virtual sensors",
+        "coarse_crops": f"trained with coarse crops ({COARSE_CROPS})",
+    }[variant]
     return _row(
         "resolution",
-        f"{gsd:.0f} m, trained with virtual sensors",
-        "mIoU / 10 m mIoU",
-        ratio,
-        "STSUN trained at 10 m only",
-        plain_ratio,
-        ">= 0.90",
-        ratio >= 0.9,
-    )
-
-
-def _coarse_crops_row(
-    model: Stsun, result: dict[str, Any], stack: Stack, gsd: float, plain_ratio: float
-) -> dict[str, Any]:
-    """Experiment 4 for the network trained with coarse crops (``data.coarsen``).
-
-    Args:
-        model: experiment 1's network trained with :data:`COARSE_CROPS` of its windows
-            drawn 2 or 3 times larger and averaged down (as the datamodules' coarse crops).
-        result: the land-cover results, with that network's 10 m scores; its score at
-            ``gsd`` is added beside them.
-        stack: the validation scenes at ``gsd``, standardised with the training statistics.
-        gsd: the test GSD in metres.
-        plain_ratio: the network trained at 10 m only, its mIoU at ``gsd`` over its 10 m mIoU.
-    """
-    own = result["scores"]["stsun_coarse_crops"]
-    at_gsd = own[f"sentinel2_{gsd:.0f}m"] = score_stsun(model, stack, "semantic_segmentation")
-    ratio = _ratio(at_gsd["miou"], own["sentinel2_10m"]["miou"])
-    return _row(
-        "resolution",
-        f"{gsd:.0f} m, trained with coarse crops ({COARSE_CROPS})",
+        f"{gsd:.0f} m, {trained}",
         "mIoU / 10 m mIoU",
         ratio,
         "STSUN trained at 10 m only",
