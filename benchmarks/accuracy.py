@@ -123,6 +123,10 @@ BAND_DROPOUT = 0.5
 COARSE_CROPS = 0.5
 """Share of the windows drawn 2 or 3 times larger and averaged down for experiment 4's
 coarse-crops network (the datamodules' ``data.coarsen``; ``transfer_ablation.py`` picks it)."""
+COARSE_CROPS_ROWS = f"trained with coarse crops ({COARSE_CROPS})"
+"""How experiment 4's rows name the coarse-crops network."""
+VIRTUAL_SENSORS_ROWS = "trained with virtual sensors"
+"""How experiment 4's rows name experiment 1's virtual-sensor variant."""
 VIRTUAL_SENSORS = VirtualSensors(probability=0.5, jitter_nm=5.0, jitter_fwhm=0.1)
 """Experiment 1's virtual-sensor variant: half of the windows through a random sensor
 (3-13 bands, 400-2,400 nm outside the water-vapour bands, FWHM 10-200 nm, 10-20 m GSD),
@@ -556,7 +560,7 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
         result["rows"].append(
             _row(
                 "resolution",
-                f"10 m, trained with coarse crops ({COARSE_CROPS})",
+                f"10 m, {COARSE_CROPS_ROWS}",
                 "mIoU",
                 coarse_10["miou"],
                 "STSUN trained at 10 m only",
@@ -585,13 +589,15 @@ def landcover(cfg: Config, wanted: set[str]) -> dict[str, Any]:
                     ratio >= 0.9,
                 )
             )
+            own = result["scores"]["stsun_coarse_crops"]
             result["rows"].append(
-                _variant_resolution_row(coarse, result, "coarse_crops", stack, gsd, ratio)
+                _variant_resolution_row(coarse, own, COARSE_CROPS_ROWS, stack, gsd, ratio)
             )
             if virtual is not None:
+                own = result["scores"]["stsun_virtual_sensors"]
                 fixed = standardise(raw, fixed_statistics(raw.bands))[0]
                 result["rows"].append(
-                    _variant_resolution_row(virtual, result, "virtual_sensors", fixed, gsd, ratio)
+                    _variant_resolution_row(virtual, own, VIRTUAL_SENSORS_ROWS, fixed, gsd, ratio)
                 )
 
     if "new_classes" in wanted:
@@ -683,8 +689,8 @@ def virtual_sensor_rows(
 
 def _variant_resolution_row(
     model: Stsun,
-    result: dict[str, Any],
-    variant: str,
+    own: dict[str, Any],
+    trained: str,
     stack: Stack,
     gsd: float,
     plain_ratio: float,
@@ -693,23 +699,17 @@ def _variant_resolution_row(
 
     Args:
         model: the variant's network.
-        result: the land-cover results, with the variant's 10 m scores under
-            ``result["scores"][f"stsun_{variant}"]``; its score at ``gsd`` is added there.
-        variant: ``"virtual_sensors"`` (trained with virtual sensors at 10 m to
-            ``gsd_factor`` × 10 m) or ``"coarse_crops"`` (:data:`COARSE_CROPS` of its
-            windows drawn 2 or 3 times larger and averaged down).
+        own: the variant's scores by GSD, with ``"sentinel2_10m"``; its score at ``gsd``
+            is added there.
+        trained: how the variant was trained, for the row's setting
+            (:data:`VIRTUAL_SENSORS_ROWS` or :data:`COARSE_CROPS_ROWS`).
         stack: the validation scenes at ``gsd``, standardised as the variant was trained
             (the fixed reflectance scale for virtual sensors, else the training statistics).
         gsd: the test GSD in metres.
         plain_ratio: the network trained at 10 m only, its mIoU at ``gsd`` over its 10 m mIoU.
     """
-    own = result["scores"][f"stsun_{variant}"]
     at_gsd = own[f"sentinel2_{gsd:.0f}m"] = score_stsun(model, stack, "semantic_segmentation")
     ratio = _ratio(at_gsd["miou"], own["sentinel2_10m"]["miou"])
-    trained = {
-        "virtual_sensors": "trained with virtual sensors",
-        "coarse_crops": f"trained with coarse crops ({COARSE_CROPS})",
-    }[variant]
     return _row(
         "resolution",
         f"{gsd:.0f} m, {trained}",
