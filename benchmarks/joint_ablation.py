@@ -14,7 +14,8 @@ source on the validation scenes. The U-Net specialists of the same seed are read
 as the reference the joint model must reach. The world is the one ``accuracy.py``
 caches for the mode and seed (``world_root``).
 
-Results go to ``benchmarks/results/joint_ablation{,_quick}.{json,md}``.
+Results go to ``benchmarks/results/joint_ablation{,_quick}.{json,md}`` (``--name``: another
+stem, e.g. for a further seed of some variants).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "patch 4": {"patch_size": 4},
     "patch 4, bilinear": {"patch_size": 4, "upsampling": "bilinear"},
+    "conv stem 16": {"conv_stem": 16},
+    "conv stem 16, bilinear": {"conv_stem": 16, "upsampling": "bilinear"},
+    "conv stem 32": {"conv_stem": 32},
+    "conv stem 16, patch 4, bilinear": {"conv_stem": 16, "patch_size": 4, "upsampling": "bilinear"},
+    "conv stem 32, patch 4": {"conv_stem": 32, "patch_size": 4},
+    "conv stem 32, patch 4, bilinear": {"conv_stem": 32, "patch_size": 4, "upsampling": "bilinear"},
     "learning rate 4e-3 (2e-3)": {"learning_rate": 4e-3},
     "losses balanced (initial_mean)": {"loss_balance": "initial_mean"},
 }
@@ -140,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--variants", nargs="+", choices=list(VARIANTS), help="train these only (default: all)"
     )
+    parser.add_argument("--name", help="stem of the result files (default: joint_ablation[_quick])")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     variants = args.variants or list(VARIANTS)
@@ -149,9 +157,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + (["--quick"] if args.quick else [])
         + (["--seeds", *map(str, args.seeds)] if args.seeds != [0] else [])
         + (["--variants", *(repr(v) for v in args.variants)] if args.variants else [])
+        + (["--name", args.name] if args.name else [])
     )
     results = {"command": command, "seeds": args.seeds, "per_seed": per_seed}
-    stem = "joint_ablation" + ("_quick" if args.quick else "")
+    stem = args.name or "joint_ablation" + ("_quick" if args.quick else "")
     write_pages(RESULTS_DIR, stem, results, markdown(results))
     return results
 

@@ -24,13 +24,14 @@ SOURCES = {"landcover": {"task": "semantic_segmentation", "categories": CATEGORI
 MEAN, STD = [900.0, 1000.0, 1100.0, 2500.0], [400.0, 450.0, 500.0, 900.0]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def write_checkpoint(path: Path, **model_overrides) -> Path:
     """A stsun_tiny checkpoint with the data record of a Sentinel-2 input (untrained weights)."""
     torch.manual_seed(0)
-    task = StsunTask("stsun_tiny", sources=SOURCES)
+    task = StsunTask("stsun_tiny", sources=SOURCES, model_overrides=model_overrides or None)
     with torch.no_grad():  # sharper logits than at initialisation: more classes win somewhere
         task.model.category_head.log_scale.add_(2.0)
+        if task.model.conv_stem is not None:  # its token projection starts at zero
+            torch.nn.init.normal_(task.model.conv_stem.to_tokens.weight, std=0.3)
     state = {
         "state_dict": task.state_dict(),
         "hyper_parameters": dict(task.hparams),
@@ -41,9 +42,13 @@ def checkpoint(tmp_path_factory) -> Path:
         "s2": InputRecord("sentinel2_l2a", InputStatistics(tuple(BANDS), tuple(MEAN), tuple(STD)))
     }
     state["stsun_data"] = record_to_dict({"landcover": SourceRecord(inputs, FrameRule(3))})
-    path = tmp_path_factory.mktemp("checkpoint") / "task.ckpt"
     torch.save(state, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoint") / "task.ckpt")
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +81,20 @@ def test_onnx_gives_the_pytorch_outputs(checkpoint, exported, size):
     # (100, 130) is padded to the graph's 192 x 192 with no data: exact by the padding rules.
     assert (got - expected).abs().max() <= 1e-4
     assert torch.isfinite(got).all()
+
+
+@pytest.mark.slow
+def test_a_network_with_early_convolutions_exports_with_exact_padding(tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "task.ckpt", conv_stem=8)
+    export_model(str(checkpoint), str(tmp_path / "model.onnx"))
+    served, _ = served_from_checkpoint(checkpoint)
+    image = physical_windows(100, 130)  # padded to the graph's 192 x 192 with no data
+    dates, gsd = torch.tensor([[19_000.0], [19_100.0]]), torch.tensor([10.0, 10.0])
+    with torch.no_grad():
+        expected = served.eval()(image, dates, gsd)
+    got = OnnxModel(tmp_path / "model.onnx")(image, dates, gsd)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-4
 
 
 @pytest.mark.slow

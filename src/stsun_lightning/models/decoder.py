@@ -61,6 +61,22 @@ def resize_features(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
+def _anchored(frames: Tensor, anchors: tuple[Tensor, Tensor]) -> Tensor:
+    """Each slot's anchor mix ``a`` and its change ``b - a``, per pixel.
+
+    Args:
+        frames: (B, T, k, H, W) features of every frame.
+        anchors: (B, To, T) weights ``a`` and ``b`` of each slot's anchor frames.
+
+    Returns:
+        (B*To, 2k, H, W).
+    """
+    weights_a, weights_b = (a.to(frames.dtype) for a in anchors)
+    start_a = torch.einsum("bot,btkhw->bokhw", weights_a, frames)
+    start_b = torch.einsum("bot,btkhw->bokhw", weights_b, frames)
+    return torch.cat([start_a, start_b - start_a], 2).flatten(0, 1)
+
+
 class PixelDecoder(nn.Module):
     """Slot tokens and the input -> per-pixel features of each output slot.
 
@@ -72,6 +88,8 @@ class PixelDecoder(nn.Module):
         stem_dim: channels c0 of the full-resolution band mix.
         upsampling: ``"bilinear"`` (mask-normalised, smooth across token borders) or
             ``"unpatch"`` (per-token linear, the baseline of the transfer ablation).
+        fine_channels: channels of optional stride-2 features of each frame (the
+            network's ``conv_stem`` pyramid), added to the pixel features; 0 = none.
     """
 
     def __init__(
@@ -82,6 +100,7 @@ class PixelDecoder(nn.Module):
         decoder_dim: int,
         stem_dim: int,
         upsampling: Upsampling = "unpatch",
+        fine_channels: int = 0,
     ) -> None:
         super().__init__()
         if upsampling not in ("bilinear", "unpatch"):
@@ -104,6 +123,7 @@ class PixelDecoder(nn.Module):
             if upsampling == "bilinear"
             else None
         )
+        self.fine = nn.Conv2d(2 * fine_channels, decoder_dim, 1) if fine_channels else None
 
     def stem(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
         """Metadata-weighted band mix of every frame, averaged over that frame's bands.
@@ -134,6 +154,8 @@ class PixelDecoder(nn.Module):
         label_size: tuple[int, int],
         valid: Tensor | None = None,
         token_valid: Tensor | None = None,
+        mixed: Tensor | None = None,
+        fine: Tensor | None = None,
     ) -> Tensor:
         """Decode.
 
@@ -147,6 +169,10 @@ class PixelDecoder(nn.Module):
             label_size: (H', W') of the label grid.
             valid: (B, h*p, w*p) bool, pixels with data (default: all).
             token_valid: (B, h, w) bool, tokens with a valid pixel (default: all).
+            mixed: (B, T, c0, h*p, w*p), :meth:`stem` of the input when the caller has
+                it already (default: computed here).
+            fine: (B, T, cf, h*p/2, w*p/2) stride-2 features of each frame, 0 at
+                invalid cells; required when ``fine_channels`` > 0.
 
         Returns:
             (B, To, De, H', W').
@@ -162,11 +188,17 @@ class PixelDecoder(nn.Module):
                 token_valid = slots.new_ones(b, h, w, dtype=torch.bool)
             grid = tokens.view(b * to, h, w, 2 * de).permute(0, 3, 1, 2)  # (B*To, 2De, h, w)
             up, up_scale = masked_upsample(grid, token_valid, p).chunk(2, 1)
-        mixed = self.stem(image, band_embedding, band_mask)  # (B, T, c0, Hp, Wp)
-        weights_a, weights_b = (a.to(mixed.dtype) for a in anchors)
-        start_a = torch.einsum("bot,btkhw->bokhw", weights_a, mixed)
-        start_b = torch.einsum("bot,btkhw->bokhw", weights_b, mixed)
-        skip = torch.cat([start_a, start_b - start_a], 2).flatten(0, 1)  # (B*To, 2c0, Hp, Wp)
+        if mixed is None:
+            mixed = self.stem(image, band_embedding, band_mask)  # (B, T, c0, Hp, Wp)
+        skip = _anchored(mixed, anchors)  # (B*To, 2c0, Hp, Wp)
+        if self.fine is not None:
+            if fine is None:
+                raise ValueError("This decoder adds stride-2 features: pass 'fine'.")
+            if valid is None:
+                valid = image.new_ones(b, *image.shape[-2:], dtype=torch.bool)
+            fine_valid = F.max_pool2d(valid[:, None].to(up.dtype), 2, 2)[:, 0] > 0
+            # Mask-normalised: a cell without data has no weight, as padding tokens.
+            up = up + masked_upsample(self.fine(_anchored(fine, anchors)), fine_valid, 2)
         if self.refine is None:
             x = up + self.skip(self.depthwise(skip))
         else:

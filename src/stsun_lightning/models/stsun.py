@@ -13,6 +13,7 @@ from stsun_lightning.batch import Batch
 from stsun_lightning.models.decoder import PixelDecoder, Upsampling
 from stsun_lightning.models.heads import CategoryHead, ValueHead
 from stsun_lightning.models.layers import exporting
+from stsun_lightning.models.pyramid import ConvPyramid
 from stsun_lightning.models.spatial import (
     ground_position_encoding,
     real_token_origin,
@@ -74,6 +75,10 @@ class Stsun(nn.Module):
         tasks: task vocabulary, in row order.
         categories: category vocabulary, in row order.
         variables: regression-variable vocabulary, in row order.
+        conv_stem: channels of the first stage of an optional strided 3×3 pyramid over
+            the full-resolution band mix (:class:`~stsun_lightning.models.pyramid.ConvPyramid`),
+            whose last stage is added to the tokens and whose first stage (stride 2)
+            to the decoder's pixel features; 0 = off. Needs a power-of-two patch size.
         activation_checkpointing: recompute the trunk blocks' activations in the backward
             pass instead of keeping them (:meth:`set_activation_checkpointing`).
         position_jitter_m: in training, every item's positions are shifted by a random
@@ -105,6 +110,7 @@ class Stsun(nn.Module):
         variables: Sequence[str] = (),
         activation_checkpointing: bool = False,
         position_jitter_m: float = 5_000.0,
+        conv_stem: int = 0,
     ) -> None:
         super().__init__()
         if position_jitter_m < 0:
@@ -137,7 +143,18 @@ class Stsun(nn.Module):
         self.slot_trunk = SpaceTimeTrunk(
             dim, slot_depth, num_heads, mlp_ratio, window, first_block=date_depth, temporal=False
         )
-        self.decoder = PixelDecoder(dim, patch_size, band_dim, decoder_dim, stem_dim, upsampling)
+        if conv_stem < 0:
+            raise ValueError(f"conv_stem must be >= 0 (0 = off), got {conv_stem}.")
+        self.conv_stem = ConvPyramid(stem_dim, dim, patch_size, conv_stem) if conv_stem else None
+        self.decoder = PixelDecoder(
+            dim,
+            patch_size,
+            band_dim,
+            decoder_dim,
+            stem_dim,
+            upsampling,
+            fine_channels=self.conv_stem.fine_channels if self.conv_stem is not None else 0,
+        )
         self.category_head = CategoryHead(decoder_dim, category_dim)
         self.value_head = ValueHead(decoder_dim, band_dim)
         with torch.no_grad():  # biases start at zero: no class is favoured before training
@@ -213,6 +230,12 @@ class Stsun(nn.Module):
             image, band_embedding, batch.band_mask, task_embedding
         )  # (B, T, h, w, D)
         h, w = tokens.shape[2:4]
+        mixed = self.decoder.stem(image, band_embedding, batch.band_mask)  # (B, T, c0, Hp, Wp)
+        fine = None
+        if self.conv_stem is not None:
+            early, fine = self.conv_stem(mixed.flatten(0, 1), valid.repeat_interleave(t, 0))
+            tokens = tokens + early.view(b, t, self.dim, h, w).permute(0, 1, 3, 4, 2)
+            fine = fine.view(b, t, *fine.shape[1:])
         token_valid = F.max_pool2d(valid[:, None].float(), p, p)[:, 0].bool()  # (B, h, w)
         # Positions and windows start at the first real token, so padding an image at
         # the top or left by whole patches changes nothing (as at the bottom or right).
@@ -256,6 +279,8 @@ class Stsun(nn.Module):
             label_size,
             valid=valid,
             token_valid=token_grid_valid,
+            mixed=mixed,
+            fine=fine,
         )
         return self._heads(features, batch)
 

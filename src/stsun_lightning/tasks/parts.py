@@ -26,7 +26,7 @@ __all__ = ["PARTS", "KnownRowsRate", "freeze_parts", "frozen_modules", "part_of"
 
 PARTS: dict[str, tuple[str, ...]] = {
     "band_encoder": ("band_encoder.",),
-    "tokenizer": ("tokenizer.",),
+    "tokenizer": ("tokenizer.", "conv_stem."),
     "date_encoder": ("date_encoder.",),
     "trunk": ("date_trunk.", "output_slots.", "slot_trunk."),
     "decoder": ("decoder.",),
