@@ -22,6 +22,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from stsun_lightning.tasks.module import StsunTask
 __all__ = [
     "mean_miou",
     "parameter_rows",
+    "specialists",
     "train_joint",
+    "unet_specialists",
     "unified_vs_specialists",
     "world_datamodule",
 ]
@@ -57,12 +60,15 @@ def world_datamodule(
     batch: int,
     steps: int,
     sources: list[str] | None,
+    val_scenes: int = 1,
 ) -> SpectralWorldDataModule:
+    """The world's datamodule: ``scenes`` per source, the last ``val_scenes`` held out."""
     return SpectralWorldDataModule(
         root=str(root),
         seed=seed,
         scene_size=scene_size,
         scenes_per_source=scenes,
+        val_scenes=val_scenes,
         source_names=sources,
         patch_size=patch,
         batch_size=batch,
@@ -187,6 +193,66 @@ def _train_unet(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> d
     }
 
 
+def specialists(
+    train: Callable[[SpectralWorldDataModule, int, int], dict[str, Any]],
+    root: Path,
+    names: list[str],
+    seed: int,
+    scene_size: int,
+    scenes_per_source: int,
+    patch: int,
+    batch: int,
+    steps_each: int,
+    val_scenes: int = 1,
+) -> dict[str, Any]:
+    """One network per source, each trained by ``train`` for ``steps_each`` steps.
+
+    Args:
+        train: :func:`train_joint` (STSUN specialists) or the U-Net's loop.
+        root: cache folder of the world; each source's own world goes to ``root / name``.
+        names: the sources.
+        seed: seed of the world, the sampling and the initialisations.
+        scene_size: side of each scene in pixels.
+        scenes_per_source: scenes per source, the held-out ones included.
+        patch: training patch side (a multiple of 32 for the U-Net).
+        batch: patches per batch.
+        steps_each: optimiser steps of each specialist.
+        val_scenes: held-out scenes per source (the last of ``scenes_per_source``).
+
+    Returns:
+        ``{"seconds", "scores", "parameters"}`` summed or gathered over the sources.
+    """
+    family: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
+    for name in names:
+        data = world_datamodule(
+            root / name, seed, scene_size, scenes_per_source, patch, batch, steps_each, [name],
+            val_scenes,
+        )  # fmt: skip
+        result = train(data, steps_each, seed)
+        family["seconds"] = round(family["seconds"] + result["seconds"], 1)
+        family["scores"].update(result["scores"])
+        family["parameters"] += result["parameters"]
+    return family
+
+
+def unet_specialists(
+    root: Path,
+    names: list[str],
+    seed: int,
+    scene_size: int,
+    scenes_per_source: int,
+    patch: int,
+    batch: int,
+    steps_each: int,
+    val_scenes: int = 1,
+) -> dict[str, Any]:
+    """The U-Net specialists of experiment 2 (:func:`specialists` with the U-Net's loop)."""
+    return specialists(
+        _train_unet, root, names, seed, scene_size, scenes_per_source, patch, batch,
+        steps_each, val_scenes,
+    )  # fmt: skip
+
+
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -245,22 +311,14 @@ def unified_vs_specialists(
     names = [s.name for s in joint_data.source_infos]
     each = max(1, total_steps // len(names))
     joint = train_joint(joint_data, total_steps, seed)
-    stsun_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
-    unet_specialists: dict[str, Any] = {"seconds": 0.0, "scores": {}, "parameters": 0}
-    for name in names:
-        for family, train in ((stsun_specialists, train_joint), (unet_specialists, _train_unet)):
-            data = world_datamodule(
-                root / name, seed, scene_size, scenes_per_source, patch, batch, each, [name]
-            )
-            result = train(data, each, seed)
-            family["seconds"] = round(family["seconds"] + result["seconds"], 1)
-            family["scores"].update(result["scores"])
-            family["parameters"] += result["parameters"]
+    world = (root, names, seed, scene_size, scenes_per_source, patch, batch, each)
+    stsun_specialists = specialists(train_joint, *world)
+    unets = unet_specialists(*world)
     joint_mean = mean_miou(joint["scores"])
     rows = []
     for family, label in (
         (stsun_specialists, "STSUN specialists"),
-        (unet_specialists, "U-Net specialists"),
+        (unets, "U-Net specialists"),
     ):
         base = mean_miou(family["scores"])
         rows.append(
@@ -279,7 +337,7 @@ def unified_vs_specialists(
         key = next(iter(joint["scores"][name]))
         for family, label in (
             (stsun_specialists, "STSUN specialist"),
-            (unet_specialists, "U-Net specialist"),
+            (unets, "U-Net specialist"),
         ):
             rows.append(
                 {
@@ -296,7 +354,7 @@ def unified_vs_specialists(
     counts = {
         "joint": joint["parameters"],
         "stsun_specialists": stsun_specialists["parameters"],
-        "unet_specialists": unet_specialists["parameters"],
+        "unet_specialists": unets["parameters"],
     }
     return {
         "rows": rows + parameter_rows(counts),
@@ -304,7 +362,7 @@ def unified_vs_specialists(
         "steps_each": each,
         "joint": joint,
         "stsun_specialists": stsun_specialists,
-        "unet_specialists": unet_specialists,
+        "unet_specialists": unets,
         "world": {
             "root": str(root),
             "seed": seed,

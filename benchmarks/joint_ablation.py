@@ -4,6 +4,8 @@ Run from the repository root::
 
     python benchmarks/joint_ablation.py --quick              # CI (~1 min)
     python benchmarks/joint_ablation.py --seeds 0 1          # full settings, ~22 min a seed
+    python benchmarks/joint_ablation.py --merge benchmarks/results/joint_ablation.json \
+        benchmarks/results/joint_ablation_probe.json --name joint_ablation  # add variants
 
 Each variant is the joint STSUN of ``accuracy.py``'s experiment 2 (``accuracy_unified``:
 the same SpectralWorld sources, sampling, recipe and 1750 steps in full mode), with some
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import make_config, world_root
 from accuracy_report import spread, write_pages
-from accuracy_unified import mean_miou, train_joint, world_datamodule
+from accuracy_unified import mean_miou, train_joint, unet_specialists, world_datamodule
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -56,6 +58,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "conv stem 16, bilinear": {"conv_stem": 16, "upsampling": "bilinear"},
     "conv stem 32": {"conv_stem": 32},
     "conv stem 16, patch 4, bilinear": {"conv_stem": 16, "patch_size": 4, "upsampling": "bilinear"},
+    "conv stem 16, patch 4, bilinear, decoder 32, stem 16": {
+        "conv_stem": 16,
+        "patch_size": 4,
+        "upsampling": "bilinear",
+        "decoder_dim": 32,
+        "stem_dim": 16,
+    },
+    "conv stem 16, patch 4, bilinear, decoder 64, stem 32": {
+        "conv_stem": 16,
+        "patch_size": 4,
+        "upsampling": "bilinear",
+        "decoder_dim": 64,
+        "stem_dim": 32,
+    },
+    "conv stem 16, patch 4, bilinear, width 96, depth 4": {
+        "conv_stem": 16,
+        "patch_size": 4,
+        "upsampling": "bilinear",
+        "dim": 96,
+        "depth": 4,
+    },
     "conv stem 32, patch 4": {"conv_stem": 32, "patch_size": 4},
     "conv stem 32, patch 4, bilinear": {"conv_stem": 32, "patch_size": 4, "upsampling": "bilinear"},
     "learning rate 4e-3 (2e-3)": {"learning_rate": 4e-3},
@@ -77,20 +100,26 @@ def _reference(seed: int) -> dict[str, Any] | None:
     return {"scores": scores, "mean_miou": round(mean_miou(scores), 4)}
 
 
-def run(quick: bool, seed: int, variants: Sequence[str]) -> dict[str, Any]:
-    """Train the joint network once per variant; per-source scores and mean mIoU."""
+def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) -> dict[str, Any]:
+    """Train the joint network once per variant; per-source scores and mean mIoU.
+
+    Args:
+        quick: the CI settings.
+        seed: seed of the world, the sampling and the initialisations.
+        variants: names in :data:`VARIANTS`.
+        val_scenes: held-out scenes per source. With 1 (experiment 2's world), the U-Net
+            specialists are read from ``accuracy_seed{seed}.json``; with more, the world
+            gets that many more scenes after the same training scenes (its own cache
+            folder) and the U-Net specialists are trained here and scored on them too.
+    """
     cfg = make_config(quick, seed)
-    data = world_datamodule(
-        world_root(cfg) / "all",
-        seed,
-        cfg.world_scene_size,
-        cfg.world_scenes,
-        cfg.world_patch,
-        cfg.world_batch,
-        cfg.joint_steps,
-        None,
-    )
-    out: dict[str, Any] = {"steps": cfg.joint_steps, "variants": {}}
+    root, scenes = world_root(cfg), cfg.world_scenes
+    if val_scenes > 1:
+        root = root.with_name(f"{root.name}_val{val_scenes}")
+        scenes = cfg.world_scenes - 1 + val_scenes
+    world = (seed, cfg.world_scene_size, scenes, cfg.world_patch, cfg.world_batch)
+    data = world_datamodule(root / "all", *world, cfg.joint_steps, None, val_scenes)
+    out: dict[str, Any] = {"steps": cfg.joint_steps, "val_scenes": val_scenes, "variants": {}}
     for name in variants:
         options = VARIANTS[name]
         network = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
@@ -99,10 +128,44 @@ def run(quick: bool, seed: int, variants: Sequence[str]) -> dict[str, Any]:
         result["mean_miou"] = round(mean_miou(result["scores"]), 4)
         out["variants"][name] = result
         print(name, result, flush=True)
-    reference = _reference(seed) if not quick else None
+    if val_scenes > 1:
+        names = [s.name for s in data.source_infos]
+        unets = unet_specialists(root, names, *world, cfg.joint_steps // len(names), val_scenes)
+        reference = {**unets, "mean_miou": round(mean_miou(unets["scores"]), 4), "trained": True}
+        print("U-Net specialists", reference, flush=True)
+    else:
+        reference = _reference(seed) if not quick else None
     if reference is not None:
         out["unet_specialists"] = reference
     return out
+
+
+def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Result files of the same seeds combined in order: later variants added or replaced.
+
+    A variant trained in a later run (e.g. one probed after the others) joins the table
+    of the earlier runs without retraining them; a variant in several runs keeps the
+    latest one's scores. Every run of this script is seeded, and a variant's rerun
+    repeats its scores exactly (measured), so the order only matters after a change.
+
+    Raises:
+        ValueError: runs of different seeds (their table would have holes).
+    """
+    seeds = {tuple(r["seeds"]) for r in results}
+    if len(seeds) > 1:
+        raise ValueError(f"combine: expected runs of the same seeds, got {sorted(seeds)}")
+    first = results[0]
+    per_seed = {
+        seed: {**run, "variants": dict(run["variants"])} for seed, run in first["per_seed"].items()
+    }
+    for later in results[1:]:
+        for seed, run in later["per_seed"].items():
+            combined = per_seed[seed]
+            combined["variants"].update(run["variants"])
+            if "unet_specialists" in run:
+                combined["unet_specialists"] = run["unet_specialists"]
+    command = "; ".join(r["command"] for r in results)
+    return {"command": command, "seeds": first["seeds"], "per_seed": per_seed}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -117,7 +180,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"`{results['command']}`: the joint STSUN of accuracy.py's experiment 2, "
         f"{first['steps']} steps, seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}; mIoU on the validation scenes, mean over the seeds"
+        f"{', '.join(map(str, seeds))}; mIoU on the {first.get('val_scenes', 1)} validation "
+        "scene(s) of each source, mean over the seeds"
         + (" (± std of the mean mIoU)." if len(seeds) > 1 else "."),
         "",
         "| variant | parameters | mean mIoU | " + " | ".join(sources) + " |",
@@ -135,28 +199,51 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(row(name, runs, f"{runs[0]['parameters']:,}"))
     references = [results["per_seed"][str(s)].get("unet_specialists") for s in seeds]
     if all(r is not None for r in references):
-        lines.append(row("U-Net specialists (accuracy.py)", references, "–"))
+        trained = references[0].get("trained", False)
+        label = "U-Net specialists" + (" (trained here)" if trained else " (accuracy.py)")
+        parameters = f"{references[0]['parameters']:,}" if trained else "–"
+        lines.append(row(label, references, parameters))
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: ``--quick``, ``--seeds``, ``--variants``."""
+    """Command line: ``--quick``, ``--seeds``, ``--variants``, ``--name``, ``--merge``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI settings (~1 min)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     parser.add_argument(
         "--variants", nargs="+", choices=list(VARIANTS), help="train these only (default: all)"
     )
+    parser.add_argument(
+        "--val-scenes",
+        type=int,
+        default=1,
+        help="held-out scenes per source (default 1: experiment 2's world, U-Nets read from "
+        "accuracy_seed{N}.json; more: U-Nets trained here on the same scenes)",
+    )
     parser.add_argument("--name", help="stem of the result files (default: joint_ablation[_quick])")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="combine these result files of the same seeds (later variants added or "
+        "replaced) into --name, training nothing",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        results = combine([json.loads(path.read_text()) for path in args.merge])
+        write_pages(RESULTS_DIR, args.name or "joint_ablation", results, markdown(results))
+        return results
     torch.set_num_threads(min(2, torch.get_num_threads()))
     variants = args.variants or list(VARIANTS)
-    per_seed = {str(seed): run(args.quick, seed, variants) for seed in args.seeds}
+    per_seed = {str(seed): run(args.quick, seed, variants, args.val_scenes) for seed in args.seeds}
     command = " ".join(
         ["python benchmarks/joint_ablation.py"]
         + (["--quick"] if args.quick else [])
         + (["--seeds", *map(str, args.seeds)] if args.seeds != [0] else [])
         + (["--variants", *(repr(v) for v in args.variants)] if args.variants else [])
+        + (["--val-scenes", str(args.val_scenes)] if args.val_scenes != 1 else [])
         + (["--name", args.name] if args.name else [])
     )
     results = {"command": command, "seeds": args.seeds, "per_seed": per_seed}

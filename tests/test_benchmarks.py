@@ -33,6 +33,8 @@ from accuracy_data import (  # noqa: E402
 )
 from accuracy_report import combine_runs, markdown, merge_seeds, write_report  # noqa: E402
 from accuracy_train import UnetBaseline, fit, scores  # noqa: E402
+from joint_ablation import combine  # noqa: E402
+from joint_ablation import markdown as joint_markdown  # noqa: E402
 from stsun_lightning.batch import OutputKind  # noqa: E402
 from stsun_lightning.data.sensors import get_sensor  # noqa: E402
 from stsun_lightning.models import create_model  # noqa: E402
@@ -318,6 +320,32 @@ def test_a_rerun_of_one_seed_updates_its_rows():
     assert coarse["seeds"] == [0] and coarse["met"] is True
     with pytest.raises(ValueError, match="one mode"):
         combine_runs([full, _results("quick")])
+
+
+def _joint_run(seeds, variants):
+    def variant(value):
+        scores = {"crops": {"miou": value}, "canopy": {"mae": 2.0}}
+        return {"scores": scores, "mean_miou": value, "parameters": 1000}
+
+    per_seed = {
+        str(s): {"steps": 10, "variants": {n: variant(v + s / 10) for n, v in variants.items()}}
+        for s in seeds
+    }
+    return {"command": f"run {sorted(variants)}", "seeds": seeds, "per_seed": per_seed}
+
+
+def test_joint_ablation_runs_combine_by_variant():
+    earlier = _joint_run([0, 1], {"default": 0.5, "probe": 0.55})
+    later = _joint_run([0, 1], {"probe": 0.6, "new": 0.7})
+    combined = combine([earlier, later])
+    assert list(combined["per_seed"]["1"]["variants"]) == ["default", "probe", "new"]
+    assert combined["per_seed"]["1"]["variants"]["probe"]["mean_miou"] == 0.7
+    assert combined["per_seed"]["0"]["variants"]["default"]["mean_miou"] == 0.5
+    assert earlier["per_seed"]["0"]["variants"].keys() == {"default", "probe"}  # untouched
+    table = joint_markdown(combined)
+    assert "| new | 1,000 | 0.750 ± 0.071 | 0.750 |" in table
+    with pytest.raises(ValueError, match="same seeds"):
+        combine([earlier, _joint_run([2], {"default": 0.5})])
 
 
 def test_write_report_files(tmp_path):

@@ -31,39 +31,24 @@ def _pad(batch, top, left, bottom, right):
 
 
 @pytest.mark.parametrize("upsampling", ["unpatch", "bilinear"])
-def test_padding_at_the_bottom_and_right_changes_nothing(upsampling):
+@pytest.mark.parametrize(
+    ("hw", "padding"),
+    [
+        # Any padding at the bottom and right.
+        ((50, 70), (0, 0, 27, 23)),
+        # Whole patches at the top and left (and any at the bottom and right).
+        ((48, 56), (8, 16, 5, 11)),
+    ],
+)
+def test_padding_changes_nothing(upsampling, hw, padding):
     model = _model(upsampling=upsampling)
-    batch = make_batch(t=2, c=4, h=50, w=70, outputs=[(0, 1, 1), (1, 0, 1)])
+    (h, w), (top, left) = hw, padding[:2]
+    batch = make_batch(t=2, c=4, h=h, w=w, outputs=[(0, 1, 1), (1, 0, 1)])
     with torch.no_grad():
         ref = model(batch).logits
-        got = model(_pad(batch, 0, 0, 27, 23)).logits
-    torch.testing.assert_close(got[..., :50, :70], ref, atol=ATOL, rtol=0)
+        got = model(_pad(batch, *padding)).logits
+    torch.testing.assert_close(got[..., top : top + h, left : left + w], ref, atol=ATOL, rtol=0)
     assert torch.isfinite(got).all()
-
-
-@pytest.mark.parametrize("upsampling", ["unpatch", "bilinear"])
-def test_padding_the_top_and_left_by_whole_patches_changes_nothing(upsampling):
-    model = _model(upsampling=upsampling)
-    batch = make_batch(t=2, c=4, h=48, w=56, outputs=[(0, 1, 1), (1, 0, 1)])
-    with torch.no_grad():
-        ref = model(batch).logits
-        got = model(_pad(batch, 8, 16, 5, 11)).logits
-    torch.testing.assert_close(got[..., 8:56, 16:72], ref, atol=ATOL, rtol=0)
-
-
-def test_permuting_bands_with_their_metadata_leaves_outputs_unchanged():
-    model = _model()
-    batch = make_batch(t=2, c=13, h=40, w=48)
-    perm = torch.randperm(13, generator=torch.Generator().manual_seed(3))
-    permuted = dataclasses.replace(
-        batch,
-        image=batch.image[:, :, perm],
-        wavelength_nm=batch.wavelength_nm[:, perm],
-        bandwidth_nm=batch.bandwidth_nm[:, perm],
-        modality=batch.modality[:, perm],
-    )
-    with torch.no_grad():
-        torch.testing.assert_close(model(permuted).logits, model(batch).logits, atol=ATOL, rtol=0)
 
 
 def test_the_pyramid_only_adds_and_every_weight_of_it_learns():

@@ -48,9 +48,14 @@ def test_value_outputs_have_the_requested_variables_and_bands():
     assert out.values.shape == (2, 1, 5, 32, 32)
 
 
-@pytest.mark.parametrize("tokenizer", ["hypernetwork", "attention"])
-def test_permuting_bands_with_their_metadata_leaves_outputs_unchanged(tokenizer):
-    model = _model(tokenizer=tokenizer)
+@pytest.mark.parametrize(
+    ("tokenizer", "conv_stem"), [("hypernetwork", 0), ("attention", 0), ("hypernetwork", 8)]
+)
+def test_permuting_bands_with_their_metadata_leaves_outputs_unchanged(tokenizer, conv_stem):
+    model = _model(tokenizer=tokenizer, conv_stem=conv_stem)
+    if conv_stem:
+        # The early convolutions' projection to the tokens starts at zero: give it weights.
+        torch.nn.init.normal_(model.conv_stem.to_tokens.weight, std=0.3)
     batch = make_batch(t=2, c=13, h=40, w=48, outputs=[(0, 0, 0), (1, 0, 1)])
     perm = torch.randperm(13, generator=torch.Generator().manual_seed(3))
     permuted = dataclasses.replace(
