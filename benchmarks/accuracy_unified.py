@@ -42,7 +42,7 @@ __all__ = [
     "parameter_rows",
     "specialists",
     "train_joint",
-    "unet_specialists",
+    "train_unet_specialist",
     "unified_vs_specialists",
     "world_datamodule",
 ]
@@ -154,7 +154,9 @@ def _unet_loss(model: nn.Module, batch: Batch, classification: bool) -> Tensor:
     return value_loss(output[:, None], batch.target)
 
 
-def _train_unet(datamodule: SpectralWorldDataModule, steps: int, seed: int) -> dict[str, Any]:
+def train_unet_specialist(
+    datamodule: SpectralWorldDataModule, steps: int, seed: int
+) -> dict[str, Any]:
     """Train and score one U-Net on the single source of ``datamodule``."""
     (source,) = datamodule.source_infos
     datamodule.setup("fit")
@@ -235,24 +237,6 @@ def specialists(
     return family
 
 
-def unet_specialists(
-    root: Path,
-    names: list[str],
-    seed: int,
-    scene_size: int,
-    scenes_per_source: int,
-    patch: int,
-    batch: int,
-    steps_each: int,
-    val_scenes: int = 1,
-) -> dict[str, Any]:
-    """The U-Net specialists of experiment 2 (:func:`specialists` with the U-Net's loop)."""
-    return specialists(
-        _train_unet, root, names, seed, scene_size, scenes_per_source, patch, batch,
-        steps_each, val_scenes,
-    )  # fmt: skip
-
-
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -313,7 +297,7 @@ def unified_vs_specialists(
     joint = train_joint(joint_data, total_steps, seed)
     world = (root, names, seed, scene_size, scenes_per_source, patch, batch, each)
     stsun_specialists = specialists(train_joint, *world)
-    unets = unet_specialists(*world)
+    unets = specialists(train_unet_specialist, *world)
     joint_mean = mean_miou(joint["scores"])
     rows = []
     for family, label in (

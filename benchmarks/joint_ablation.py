@@ -38,7 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import make_config, world_root
 from accuracy_report import spread, write_pages
-from accuracy_unified import mean_miou, train_joint, unet_specialists, world_datamodule
+from accuracy_unified import (
+    mean_miou,
+    specialists,
+    train_joint,
+    train_unet_specialist,
+    world_datamodule,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -130,7 +136,8 @@ def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) ->
         print(name, result, flush=True)
     if val_scenes > 1:
         names = [s.name for s in data.source_infos]
-        unets = unet_specialists(root, names, *world, cfg.joint_steps // len(names), val_scenes)
+        each = cfg.joint_steps // len(names)
+        unets = specialists(train_unet_specialist, root, names, *world, each, val_scenes)
         reference = {**unets, "mean_miou": round(mean_miou(unets["scores"]), 4), "trained": True}
         print("U-Net specialists", reference, flush=True)
     else:
