@@ -71,6 +71,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "decoder_dim": 32,
         "stem_dim": 16,
     },
+    "conv stem 32, patch 4, bilinear, decoder 32, stem 16": {
+        "conv_stem": 32,
+        "patch_size": 4,
+        "upsampling": "bilinear",
+        "decoder_dim": 32,
+        "stem_dim": 16,
+    },
     "conv stem 16, patch 4, bilinear, decoder 64, stem 32": {
         "conv_stem": 16,
         "patch_size": 4,
@@ -148,37 +155,48 @@ def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) ->
 
 
 def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Result files of the same seeds combined in order: later variants added or replaced.
+    """Result files combined in order: seeds joined, a seed's later variants added or replaced.
 
-    A variant trained in a later run (e.g. one probed after the others) joins the table
-    of the earlier runs without retraining them; a variant in several runs keeps the
-    latest one's scores. Every run of this script is seeded, and a variant's rerun
-    repeats its scores exactly (measured), so the order only matters after a change.
+    A seed run as its own command, or a variant probed after the others, joins the table
+    without retraining the rest; a variant of one seed in several runs keeps the latest
+    run's scores. Every run of this script is seeded, and a variant's rerun repeats its
+    scores exactly (measured), so the order only matters after a change.
 
     Raises:
-        ValueError: runs of different seeds (their table would have holes).
+        ValueError: runs on worlds with different numbers of held-out scenes.
     """
-    seeds = {tuple(r["seeds"]) for r in results}
-    if len(seeds) > 1:
-        raise ValueError(f"combine: expected runs of the same seeds, got {sorted(seeds)}")
-    first = results[0]
-    per_seed = {
-        seed: {**run, "variants": dict(run["variants"])} for seed, run in first["per_seed"].items()
-    }
-    for later in results[1:]:
-        for seed, run in later["per_seed"].items():
-            combined = per_seed[seed]
-            combined["variants"].update(run["variants"])
+    held_out = {run.get("val_scenes", 1) for r in results for run in r["per_seed"].values()}
+    if len(held_out) > 1:
+        raise ValueError(
+            f"combine: expected runs with the same --val-scenes, got {sorted(held_out)}"
+        )
+    per_seed: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for seed, run in result["per_seed"].items():
+            if seed not in per_seed:
+                per_seed[seed] = {**run, "variants": dict(run["variants"])}
+                continue
+            per_seed[seed]["variants"].update(run["variants"])
             if "unet_specialists" in run:
-                combined["unet_specialists"] = run["unet_specialists"]
+                per_seed[seed]["unet_specialists"] = run["unet_specialists"]
+    seeds = sorted(int(seed) for seed in per_seed)
     command = "; ".join(r["command"] for r in results)
-    return {"command": command, "seeds": first["seeds"], "per_seed": per_seed}
+    return {
+        "command": command,
+        "seeds": seeds,
+        "per_seed": {str(s): per_seed[str(s)] for s in seeds},
+    }
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """One row per variant: mean mIoU over the class sources (± std over seeds), per source."""
+    """One row per variant: mean mIoU over the class sources (± std over seeds), per source.
+
+    A variant (or reference) missing from some seeds is averaged over the seeds it has,
+    which its row names.
+    """
     seeds = results["seeds"]
-    first = results["per_seed"][str(seeds[0])]
+    runs_of = [results["per_seed"][str(s)] for s in seeds]
+    first = runs_of[0]
     sources = [
         n for n, s in next(iter(first["variants"].values()))["scores"].items() if "miou" in s
     ]
@@ -195,20 +213,32 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---:|" + "---:|" * len(sources),
     ]
 
-    def row(name: str, runs: list[dict[str, Any]], parameters: str) -> str:
+    def row(name: str, found: list[tuple[int, dict[str, Any]]], parameters: str) -> str:
+        runs = [r for _, r in found]
+        if len(found) < len(seeds):
+            name += f" (seed{'s' if len(found) > 1 else ''} {', '.join(str(s) for s, _ in found)})"
         mean, std = spread([r["mean_miou"] for r in runs])
         cell = f"{mean:.3f}" + (f" ± {std:.3f}" if len(runs) > 1 else "")
         per = [spread([r["scores"][s]["miou"] for r in runs])[0] for s in sources]
         return f"| {name} | {parameters} | {cell} | " + " | ".join(f"{v:.3f}" for v in per) + " |"
 
-    for name in first["variants"]:
-        runs = [results["per_seed"][str(s)]["variants"][name] for s in seeds]
-        lines.append(row(name, runs, f"{runs[0]['parameters']:,}"))
-    references = [results["per_seed"][str(s)].get("unet_specialists") for s in seeds]
-    if all(r is not None for r in references):
-        trained = references[0].get("trained", False)
+    names = list(dict.fromkeys(name for run in runs_of for name in run["variants"]))
+    for name in names:
+        found = [
+            (s, r["variants"][name])
+            for s, r in zip(seeds, runs_of, strict=True)
+            if name in r["variants"]
+        ]
+        lines.append(row(name, found, f"{found[0][1]['parameters']:,}"))
+    references = [
+        (s, r["unet_specialists"])
+        for s, r in zip(seeds, runs_of, strict=True)
+        if "unet_specialists" in r
+    ]
+    if references:
+        trained = references[0][1].get("trained", False)
         label = "U-Net specialists" + (" (trained here)" if trained else " (accuracy.py)")
-        parameters = f"{references[0]['parameters']:,}" if trained else "–"
+        parameters = f"{references[0][1]['parameters']:,}" if trained else "–"
         lines.append(row(label, references, parameters))
     return "\n".join(lines) + "\n"
 
@@ -234,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         nargs="+",
         type=Path,
         metavar="JSON",
-        help="combine these result files of the same seeds (later variants added or "
+        help="combine these result files (seeds joined; a seed's later variants added or "
         "replaced) into --name, training nothing",
     )
     args = parser.parse_args(argv)

@@ -344,8 +344,16 @@ def test_joint_ablation_runs_combine_by_variant():
     assert earlier["per_seed"]["0"]["variants"].keys() == {"default", "probe"}  # untouched
     table = joint_markdown(combined)
     assert "| new | 1,000 | 0.750 ± 0.071 | 0.750 |" in table
-    with pytest.raises(ValueError, match="same seeds"):
-        combine([earlier, _joint_run([2], {"default": 0.5})])
+    # A seed run as its own command joins the others; a variant it lacks keeps its seeds.
+    third = combine([combined, _joint_run([2], {"default": 0.5})])
+    assert third["seeds"] == [0, 1, 2]
+    table = joint_markdown(third)
+    assert "| default | 1,000 | 0.600 ± 0.100 | 0.600 |" in table
+    assert "| new (seeds 0, 1) | 1,000 | 0.750 ± 0.071 | 0.750 |" in table
+    other_world = _joint_run([3], {"default": 0.5})
+    other_world["per_seed"]["3"]["val_scenes"] = 4
+    with pytest.raises(ValueError, match="same --val-scenes, got \\[1, 4\\]"):
+        combine([earlier, other_world])
 
 
 def test_write_report_files(tmp_path):
