@@ -71,6 +71,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "decoder_dim": 32,
         "stem_dim": 16,
     },
+    "conv stem 16, patch 4, bilinear, decoder 32, stem 16, window 16": {
+        "conv_stem": 16,
+        "patch_size": 4,
+        "upsampling": "bilinear",
+        "decoder_dim": 32,
+        "stem_dim": 16,
+        "window": 16,
+    },
     "conv stem 32, patch 4, bilinear, decoder 32, stem 16": {
         "conv_stem": 32,
         "patch_size": 4,
