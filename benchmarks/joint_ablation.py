@@ -47,61 +47,53 @@ from accuracy_unified import (
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+OPTIONS: dict[str, dict[str, Any]] = {
+    "bilinear": {"upsampling": "bilinear"},
+    "patch 4": {"patch_size": 4},
+    "conv stem 16": {"conv_stem": 16},
+    "conv stem 32": {"conv_stem": 32},
+    "decoder 32": {"decoder_dim": 32},
+    "decoder 64": {"decoder_dim": 64},
+    "stem 16": {"stem_dim": 16},
+    "stem 32": {"stem_dim": 32},
+    "width 96": {"dim": 96},
+    "depth 4": {"depth": 4},
+    "window 16": {"window": 16},
+}
+"""The phrases a variant's name is made of, each with the network options it sets."""
+
+
+def _variant(*phrases: str) -> tuple[str, dict[str, Any]]:
+    """A variant named by its phrases, joined: ``("patch 4", "bilinear")`` -> "patch 4, bilinear"."""
+    options: dict[str, Any] = {}
+    for phrase in phrases:
+        options.update(OPTIONS[phrase])
+    return ", ".join(phrases), options
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "bilinear decoder": {"upsampling": "bilinear"},
-    "bilinear, decoder 32, stem 16": {"upsampling": "bilinear", "decoder_dim": 32, "stem_dim": 16},
-    "bilinear, decoder 32, stem 16, width 96, depth 4": {
-        "upsampling": "bilinear",
-        "decoder_dim": 32,
-        "stem_dim": 16,
-        "dim": 96,
-        "depth": 4,
-    },
-    "patch 4": {"patch_size": 4},
-    "patch 4, bilinear": {"patch_size": 4, "upsampling": "bilinear"},
-    "conv stem 16": {"conv_stem": 16},
-    "conv stem 16, bilinear": {"conv_stem": 16, "upsampling": "bilinear"},
-    "conv stem 32": {"conv_stem": 32},
-    "conv stem 16, patch 4, bilinear": {"conv_stem": 16, "patch_size": 4, "upsampling": "bilinear"},
-    "conv stem 16, patch 4, bilinear, decoder 32, stem 16": {
-        "conv_stem": 16,
-        "patch_size": 4,
-        "upsampling": "bilinear",
-        "decoder_dim": 32,
-        "stem_dim": 16,
-    },
-    "conv stem 16, patch 4, bilinear, decoder 32, stem 16, window 16": {
-        "conv_stem": 16,
-        "patch_size": 4,
-        "upsampling": "bilinear",
-        "decoder_dim": 32,
-        "stem_dim": 16,
-        "window": 16,
-    },
-    "conv stem 32, patch 4, bilinear, decoder 32, stem 16": {
-        "conv_stem": 32,
-        "patch_size": 4,
-        "upsampling": "bilinear",
-        "decoder_dim": 32,
-        "stem_dim": 16,
-    },
-    "conv stem 16, patch 4, bilinear, decoder 64, stem 32": {
-        "conv_stem": 16,
-        "patch_size": 4,
-        "upsampling": "bilinear",
-        "decoder_dim": 64,
-        "stem_dim": 32,
-    },
-    "conv stem 16, patch 4, bilinear, width 96, depth 4": {
-        "conv_stem": 16,
-        "patch_size": 4,
-        "upsampling": "bilinear",
-        "dim": 96,
-        "depth": 4,
-    },
-    "conv stem 32, patch 4": {"conv_stem": 32, "patch_size": 4},
-    "conv stem 32, patch 4, bilinear": {"conv_stem": 32, "patch_size": 4, "upsampling": "bilinear"},
+    "bilinear decoder": OPTIONS["bilinear"],
+    **dict(
+        _variant(*phrases)
+        for phrases in (
+            ("bilinear", "decoder 32", "stem 16"),
+            ("bilinear", "decoder 32", "stem 16", "width 96", "depth 4"),
+            ("patch 4",),
+            ("patch 4", "bilinear"),
+            ("conv stem 16",),
+            ("conv stem 16", "bilinear"),
+            ("conv stem 32",),
+            ("conv stem 16", "patch 4", "bilinear"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "window 16"),
+            ("conv stem 32", "patch 4", "bilinear", "decoder 32", "stem 16"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 64", "stem 32"),
+            ("conv stem 16", "patch 4", "bilinear", "width 96", "depth 4"),
+            ("conv stem 32", "patch 4"),
+            ("conv stem 32", "patch 4", "bilinear"),
+        )
+    ),
     "learning rate 4e-3 (2e-3)": {"learning_rate": 4e-3},
     "losses balanced (initial_mean)": {"loss_balance": "initial_mean"},
 }
@@ -151,7 +143,7 @@ def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) ->
         print(name, result, flush=True)
     if val_scenes > 1:
         names = [s.name for s in data.source_infos]
-        each = cfg.joint_steps // len(names)
+        each = max(1, cfg.joint_steps // len(names))
         unets = specialists(train_unet_specialist, root, names, *world, each, val_scenes)
         reference = {**unets, "mean_miou": round(mean_miou(unets["scores"]), 4), "trained": True}
         print("U-Net specialists", reference, flush=True)
@@ -171,13 +163,13 @@ def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     scores exactly (measured), so the order only matters after a change.
 
     Raises:
-        ValueError: runs on worlds with different numbers of held-out scenes.
+        ValueError: runs of different settings (training steps, held-out scenes), whose
+            scores do not compare.
     """
-    held_out = {run.get("val_scenes", 1) for r in results for run in r["per_seed"].values()}
-    if len(held_out) > 1:
-        raise ValueError(
-            f"combine: expected runs with the same --val-scenes, got {sorted(held_out)}"
-        )
+    for key, flag in (("steps", "steps (--quick or not)"), ("val_scenes", "--val-scenes")):
+        values = {run.get(key, 1) for r in results for run in r["per_seed"].values()}
+        if len(values) > 1:
+            raise ValueError(f"combine: expected runs with the same {flag}, got {sorted(values)}")
     per_seed: dict[str, dict[str, Any]] = {}
     for result in results:
         for seed, run in result["per_seed"].items():
@@ -276,9 +268,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "replaced) into --name, training nothing",
     )
     args = parser.parse_args(argv)
+    if args.merge and not args.name:
+        parser.error("--merge needs --name: the stem of the combined files")
     if args.merge:
         results = combine([json.loads(path.read_text()) for path in args.merge])
-        write_pages(RESULTS_DIR, args.name or "joint_ablation", results, markdown(results))
+        write_pages(RESULTS_DIR, args.name, results, markdown(results))
         return results
     torch.set_num_threads(min(2, torch.get_num_threads()))
     variants = args.variants or list(VARIANTS)

@@ -354,6 +354,10 @@ def test_joint_ablation_runs_combine_by_variant():
     other_world["per_seed"]["3"]["val_scenes"] = 4
     with pytest.raises(ValueError, match="same --val-scenes, got \\[1, 4\\]"):
         combine([earlier, other_world])
+    quick = _joint_run([3], {"default": 0.5})
+    quick["per_seed"]["3"]["steps"] = 70
+    with pytest.raises(ValueError, match="same steps \\(--quick or not\\), got \\[10, 70\\]"):
+        combine([earlier, quick])
 
 
 def test_write_report_files(tmp_path):
