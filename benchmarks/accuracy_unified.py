@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from lightning import Trainer
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor, nn
 
 from accuracy_train import UnetBaseline, fit
@@ -85,6 +86,7 @@ def train_joint(
     seed: int,
     model_overrides: dict[str, Any] | None = None,
     task_options: dict[str, Any] | None = None,
+    ema_decay: float | None = None,
 ) -> dict[str, Any]:
     """Train one STSUN for ``steps`` steps and validate it; metrics by source.
 
@@ -95,6 +97,9 @@ def train_joint(
         model_overrides: options of the network over ``MODEL``'s preset.
         task_options: options of ``StsunTask`` over this recipe's (e.g. ``learning_rate``,
             ``loss_balance``).
+        ema_decay: validate an exponential moving average of the weights with this decay
+            (Lightning's ``EMAWeightAveraging``, updated every step) instead of the last
+            weights.
     """
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -124,6 +129,7 @@ def train_joint(
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
+        callbacks=[EMAWeightAveraging(decay=ema_decay)] if ema_decay is not None else None,
         **quiet,
     )
     start = time.perf_counter()

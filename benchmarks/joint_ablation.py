@@ -59,6 +59,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "width 96": {"dim": 96},
     "depth 4": {"depth": 4},
     "window 16": {"window": 16},
+    "dense refine 1": {"dense_refine": 1},
+    "dense refine 2": {"dense_refine": 2},
+    "EMA 0.99": {"ema_decay": 0.99},
+    "EMA 0.995": {"ema_decay": 0.995},
+    "EMA 0.998": {"ema_decay": 0.998},
 }
 """The phrases a variant's name is made of, each with the network options it sets."""
 
@@ -87,6 +92,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
             ("conv stem 16", "patch 4", "bilinear"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "window 16"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "dense refine 1"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "dense refine 2"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.99"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.995"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.998"),
             ("conv stem 32", "patch 4", "bilinear", "decoder 32", "stem 16"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 64", "stem 32"),
             ("conv stem 16", "patch 4", "bilinear", "width 96", "depth 4"),
@@ -99,6 +109,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 TASK_OPTIONS = ("learning_rate", "loss_balance")
 """Keys of a variant that are options of ``StsunTask``, not of the network."""
+TRAINING_OPTIONS = ("ema_decay",)
+"""Keys of a variant that are options of the training (``train_joint``)."""
 
 
 def _reference(seed: int) -> dict[str, Any] | None:
@@ -113,7 +125,13 @@ def _reference(seed: int) -> dict[str, Any] | None:
     return {"scores": scores, "mean_miou": round(mean_miou(scores), 4)}
 
 
-def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) -> dict[str, Any]:
+def run(
+    quick: bool,
+    seed: int,
+    variants: Sequence[str],
+    val_scenes: int = 1,
+    unets_from: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train the joint network once per variant; per-source scores and mean mIoU.
 
     Args:
@@ -124,6 +142,12 @@ def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) ->
             specialists are read from ``accuracy_seed{seed}.json``; with more, the world
             gets that many more scenes after the same training scenes (its own cache
             folder) and the U-Net specialists are trained here and scored on them too.
+        unets_from: an earlier result of this script with the same settings, whose U-Net
+            specialists of ``seed`` are taken instead of training them again (they repeat
+            exactly: measured).
+
+    Raises:
+        ValueError: ``unets_from`` ran other settings, or lacks this seed's U-Nets.
     """
     cfg = make_config(quick, seed)
     root, scenes = world_root(cfg), cfg.world_scenes
@@ -135,13 +159,16 @@ def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) ->
     out: dict[str, Any] = {"steps": cfg.joint_steps, "val_scenes": val_scenes, "variants": {}}
     for name in variants:
         options = VARIANTS[name]
-        network = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
+        network = {k: v for k, v in options.items() if k not in TASK_OPTIONS + TRAINING_OPTIONS}
         task = {k: v for k, v in options.items() if k in TASK_OPTIONS}
-        result = train_joint(data, cfg.joint_steps, seed, network or None, task or None)
+        training = {k: v for k, v in options.items() if k in TRAINING_OPTIONS}
+        result = train_joint(data, cfg.joint_steps, seed, network or None, task or None, **training)
         result["mean_miou"] = round(mean_miou(result["scores"]), 4)
         out["variants"][name] = result
         print(name, result, flush=True)
-    if val_scenes > 1:
+    if unets_from is not None:
+        reference = _earlier_unets(unets_from, seed, out)
+    elif val_scenes > 1:
         names = [s.name for s in data.source_infos]
         each = max(1, cfg.joint_steps // len(names))
         unets = specialists(train_unet_specialist, root, names, *world, each, val_scenes)
@@ -152,6 +179,19 @@ def run(quick: bool, seed: int, variants: Sequence[str], val_scenes: int = 1) ->
     if reference is not None:
         out["unet_specialists"] = reference
     return out
+
+
+def _earlier_unets(earlier: dict[str, Any], seed: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """The U-Net specialists of ``seed`` in an earlier result of the same ``settings``."""
+    run = earlier["per_seed"].get(str(seed), {})
+    if "unet_specialists" not in run:
+        raise ValueError(f"--unets-from: expected U-Net specialists of seed {seed}, found none")
+    for key in ("steps", "val_scenes"):
+        if run.get(key, 1) != settings[key]:
+            raise ValueError(
+                f"--unets-from: expected {key} = {settings[key]}, the file's run has {run.get(key, 1)}"
+            )
+    return run["unet_specialists"]
 
 
 def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -258,6 +298,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="held-out scenes per source (default 1: experiment 2's world, U-Nets read from "
         "accuracy_seed{N}.json; more: U-Nets trained here on the same scenes)",
     )
+    parser.add_argument(
+        "--unets-from",
+        type=Path,
+        metavar="JSON",
+        help="take the U-Net specialists from this earlier result of the same settings "
+        "instead of training them",
+    )
     parser.add_argument("--name", help="stem of the result files (default: joint_ablation[_quick])")
     parser.add_argument(
         "--merge",
@@ -276,13 +323,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return results
     torch.set_num_threads(min(2, torch.get_num_threads()))
     variants = args.variants or list(VARIANTS)
-    per_seed = {str(seed): run(args.quick, seed, variants, args.val_scenes) for seed in args.seeds}
+    earlier = json.loads(args.unets_from.read_text()) if args.unets_from else None
+    per_seed = {
+        str(seed): run(args.quick, seed, variants, args.val_scenes, earlier) for seed in args.seeds
+    }
     command = " ".join(
         ["python benchmarks/joint_ablation.py"]
         + (["--quick"] if args.quick else [])
         + (["--seeds", *map(str, args.seeds)] if args.seeds != [0] else [])
         + (["--variants", *(repr(v) for v in args.variants)] if args.variants else [])
         + (["--val-scenes", str(args.val_scenes)] if args.val_scenes != 1 else [])
+        + (["--unets-from", str(args.unets_from)] if args.unets_from else [])
         + (["--name", args.name] if args.name else [])
     )
     results = {"command": command, "seeds": args.seeds, "per_seed": per_seed}

@@ -459,3 +459,45 @@ def test_ablation_report_pairs_each_change_off_and_on(tmp_path):
     assert by[("imprinted new rows", "new classes, 4 patches (mIoU)")]["difference"] == 0.1
     page = (tmp_path / "ablation.md").read_text()
     assert "0.950 ± 0.010" in page and "Not found, so left out: `accuracy.json`" in page
+
+
+def test_demo_spread_scores_scenes_and_pairs_the_draws():
+    from demo_spread import bootstrap, score, spread_of_runs
+    from stsun_lightning.data.sources import SourceInfo
+
+    source = SourceInfo("s", "semantic_segmentation", categories=("a", "b"))
+    target = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    target[..., 2:] = 1
+
+    def logits(classes):  # (1, To=1, K=2, 4, 4) with the argmax at ``classes``
+        return torch.nn.functional.one_hot(classes, 2).permute(0, 1, 4, 2, 3).float()
+
+    right = (logits(target), target)
+    wrong = (logits(1 - target), target)
+    good, bad = [right, right, right], [right, right, wrong]
+    assert score(source, good, [0, 1, 2], "miou") == 1.0
+    assert score(source, bad, [2, 2], "miou") == 0.0
+    assert score(source, bad, [0, 1], "miou") == 1.0
+    scorers = [lambda p: score(source, good, p, "miou"), lambda p: score(source, bad, p, "miou")]
+    drawn = bootstrap(scorers, 3, 50, seed=0)
+    assert drawn.shape == (50, 2)
+    assert (drawn[:, 0] == 1.0).all()  # every draw of the perfect run scores 1
+    assert drawn[:, 1].std() > 0  # the run with one wrong scene moves with the draw
+    assert (bootstrap(scorers, 3, 50, seed=0) == drawn).all()  # the draws are seeded
+    full = [s([0, 1, 2]) for s in scorers]
+    entry = spread_of_runs(["good", "bad"], full, drawn)
+    assert entry["largest_gap_runs"] == ["good", "bad"]
+    assert entry["largest_gap"] == pytest.approx(1.0 - full[1], abs=1e-4)
+    assert entry["largest_gap_std_over_scenes"] == pytest.approx(drawn[:, 1].std(), abs=1e-4)
+
+
+def test_joint_ablation_takes_earlier_unets_only_of_the_same_settings():
+    from joint_ablation import _earlier_unets
+
+    unets = {"scores": {"a": {"miou": 0.5}}, "mean_miou": 0.5, "parameters": 1}
+    earlier = {"per_seed": {"0": {"steps": 1750, "val_scenes": 4, "unet_specialists": unets}}}
+    assert _earlier_unets(earlier, 0, {"steps": 1750, "val_scenes": 4}) == unets
+    with pytest.raises(ValueError, match="expected val_scenes = 2"):
+        _earlier_unets(earlier, 0, {"steps": 1750, "val_scenes": 2})
+    with pytest.raises(ValueError, match="U-Net specialists of seed 1"):
+        _earlier_unets(earlier, 1, {"steps": 1750, "val_scenes": 4})

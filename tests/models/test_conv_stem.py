@@ -18,6 +18,8 @@ def _model(**overrides):
     # The projection to the tokens starts at zero (the network begins as it is without
     # the pyramid): give it weights, so the tests see the token path too.
     torch.nn.init.normal_(model.conv_stem.to_tokens.weight, std=0.3)
+    for block in model.decoder.dense:  # dense refinement starts as the identity, too
+        torch.nn.init.normal_(block.out.weight, std=0.3)
     return model
 
 
@@ -30,7 +32,14 @@ def _pad(batch, top, left, bottom, right):
     return dataclasses.replace(batch, image=image, valid_mask=valid, target=None).validate()
 
 
-@pytest.mark.parametrize("upsampling", ["unpatch", "bilinear"])
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        {"upsampling": "unpatch"},
+        {"upsampling": "bilinear"},
+        {"upsampling": "bilinear", "dense_refine": 2},
+    ],
+)
 @pytest.mark.parametrize(
     ("hw", "padding"),
     [
@@ -40,8 +49,8 @@ def _pad(batch, top, left, bottom, right):
         ((48, 56), (8, 16, 5, 11)),
     ],
 )
-def test_padding_changes_nothing(upsampling, hw, padding):
-    model = _model(upsampling=upsampling)
+def test_padding_changes_nothing(decoder, hw, padding):
+    model = _model(**decoder)
     (h, w), (top, left) = hw, padding[:2]
     batch = make_batch(t=2, c=4, h=h, w=w, outputs=[(0, 1, 1), (1, 0, 1)])
     with torch.no_grad():
@@ -49,6 +58,18 @@ def test_padding_changes_nothing(upsampling, hw, padding):
         got = model(_pad(batch, *padding)).logits
     torch.testing.assert_close(got[..., top : top + h, left : left + w], ref, atol=ATOL, rtol=0)
     assert torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"dense_refine": 1}, "needs upsampling='bilinear'"),
+        ({"dense_refine": -1, "upsampling": "bilinear"}, "dense_refine must be >= 0"),
+    ],
+)
+def test_dense_refine_errors_name_the_option(options, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("stsun_tiny", categories=CATEGORIES, **options)
 
 
 def test_the_pyramid_only_adds_and_every_weight_of_it_learns():

@@ -77,6 +77,23 @@ def _anchored(frames: Tensor, anchors: tuple[Tensor, Tensor]) -> Tensor:
     return torch.cat([start_a, start_b - start_a], 2).flatten(0, 1)
 
 
+class _DenseBlock(nn.Module):
+    """Residual refinement: dense 3×3, pixel norm, GELU, 1×1 (zero-initialised)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm = nn.LayerNorm(channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, keep: Tensor) -> Tensor:
+        """(N, De, H, W) -> the same; ``keep`` (N or 1, 1, H, W): 0 at invalid pixels."""
+        y = self.norm(self.conv(x * keep).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + self.out(F.gelu(y))
+
+
 class PixelDecoder(nn.Module):
     """Slot tokens and the input -> per-pixel features of each output slot.
 
@@ -90,6 +107,13 @@ class PixelDecoder(nn.Module):
             ``"unpatch"`` (per-token linear, the baseline of the transfer ablation).
         fine_channels: channels of optional stride-2 features of each frame (the
             network's ``conv_stem`` pyramid), added to the pixel features; 0 = none.
+        dense_refine: full-resolution refinement blocks with dense 3×3 convolutions
+            (3×3, pixel norm, GELU, 1×1: each pixel reads every feature of its
+            neighbours, as a U-Net's decoder does) instead of the one depthwise block;
+            0 = the depthwise block. Needs ``upsampling="bilinear"``.
+
+    Raises:
+        ValueError: unknown ``upsampling``; ``dense_refine`` < 0, or > 0 without bilinear.
     """
 
     def __init__(
@@ -101,11 +125,17 @@ class PixelDecoder(nn.Module):
         stem_dim: int,
         upsampling: Upsampling = "unpatch",
         fine_channels: int = 0,
+        dense_refine: int = 0,
     ) -> None:
         super().__init__()
         if upsampling not in ("bilinear", "unpatch"):
             raise ValueError(
                 f"Unknown decoder upsampling {upsampling!r}; expected 'bilinear' or 'unpatch'."
+            )
+        if dense_refine < 0 or (dense_refine and upsampling != "bilinear"):
+            raise ValueError(
+                f"dense_refine must be >= 0 and needs upsampling='bilinear', got "
+                f"{dense_refine} with {upsampling!r}."
             )
         self.patch_size = patch_size
         self.decoder_dim = decoder_dim
@@ -117,12 +147,14 @@ class PixelDecoder(nn.Module):
         self.band_mix = nn.Linear(band_dim, stem_dim)
         self.depthwise = nn.Conv2d(2 * stem_dim, 2 * stem_dim, 3, padding=1, groups=2 * stem_dim)
         self.skip = nn.Conv2d(2 * stem_dim, decoder_dim, 1)
-        self.out = nn.Conv2d(decoder_dim, decoder_dim, 1)
+        # The depthwise refinement's (or the unpatch path's) 1×1; dense blocks have their own.
+        self.out = nn.Conv2d(decoder_dim, decoder_dim, 1) if not dense_refine else None
         self.refine = (
             nn.Conv2d(decoder_dim, decoder_dim, 3, padding=1, groups=decoder_dim)
-            if upsampling == "bilinear"
+            if upsampling == "bilinear" and not dense_refine
             else None
         )
+        self.dense = nn.ModuleList(_DenseBlock(decoder_dim) for _ in range(dense_refine))
         self.fine = nn.Conv2d(2 * fine_channels, decoder_dim, 1) if fine_channels else None
 
     def stem(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
@@ -199,7 +231,7 @@ class PixelDecoder(nn.Module):
             fine_valid = F.max_pool2d(valid[:, None].to(up.dtype), 2, 2)[:, 0] > 0
             # Mask-normalised: a cell without data has no weight, as padding tokens.
             up = up + masked_upsample(self.fine(_anchored(fine, anchors)), fine_valid, 2)
-        if self.refine is None:
+        if self.upsampling == "unpatch":
             x = up + self.skip(self.depthwise(skip))
         else:
             # The tokens modulate the pixels (FiLM), so what a pixel's values mean can
@@ -211,8 +243,11 @@ class PixelDecoder(nn.Module):
                 if valid is not None
                 else x.new_ones(1)
             )
-            x = x + self.out(F.gelu(self.refine(x * keep)))
-        if self.refine is None:
+            if self.refine is not None and self.out is not None:
+                x = x + self.out(F.gelu(self.refine(x * keep)))
+            for block in self.dense:
+                x = block(x, keep)
+        if self.upsampling == "unpatch" and self.out is not None:
             x = x + self.out(F.gelu(x))
         x = x[..., : image_size[0], : image_size[1]]
         x = resize_features(x, label_size)

@@ -79,6 +79,9 @@ class Stsun(nn.Module):
             the full-resolution band mix (:class:`~stsun_lightning.models.pyramid.ConvPyramid`),
             whose last stage is added to the tokens and whose first stage (stride 2)
             to the decoder's pixel features; 0 = off. Needs a power-of-two patch size.
+        dense_refine: full-resolution refinement blocks of the decoder with dense 3×3
+            convolutions instead of its depthwise one (:class:`PixelDecoder`); 0 = off.
+            Needs ``upsampling="bilinear"``.
         activation_checkpointing: recompute the trunk blocks' activations in the backward
             pass instead of keeping them (:meth:`set_activation_checkpointing`).
         position_jitter_m: in training, every item's positions are shifted by a random
@@ -111,6 +114,7 @@ class Stsun(nn.Module):
         activation_checkpointing: bool = False,
         position_jitter_m: float = 5_000.0,
         conv_stem: int = 0,
+        dense_refine: int = 0,
     ) -> None:
         super().__init__()
         if position_jitter_m < 0:
@@ -154,6 +158,7 @@ class Stsun(nn.Module):
             stem_dim,
             upsampling,
             fine_channels=self.conv_stem.fine_channels if self.conv_stem is not None else 0,
+            dense_refine=dense_refine,
         )
         self.category_head = CategoryHead(decoder_dim, category_dim)
         self.value_head = ValueHead(decoder_dim, band_dim)
