@@ -82,18 +82,12 @@ def scene_outputs(
     return source, outputs
 
 
-def score(source: SourceInfo, outputs: SceneOutputs, scenes: Sequence[int], metric: str) -> float:
+def score(source: SourceInfo, outputs: SceneOutputs, metric: str, scenes: Sequence[int]) -> float:
     """``metric`` of the source over ``scenes`` (indices into ``outputs``, repeats allowed)."""
     metrics = SourceMetrics(source)
     for index in scenes:
         metrics.update(*outputs[index])
     return float(metrics.compute()[metric])
-
-
-def _score_of(
-    source: SourceInfo, outputs: SceneOutputs, metric: str, scenes: Sequence[int]
-) -> float:
-    return score(source, outputs, scenes, metric)
 
 
 def bootstrap(
@@ -160,17 +154,18 @@ def run(config: Path, checkpoints: Sequence[Path], draws: int, seed: int) -> dic
     """Score every checkpoint per scene and bootstrap the scenes; one entry per source."""
     datamodule = datamodule_of(config)
     names = [_run_name(path) for path in checkpoints]
+    datasets = datamodule.datasets("val")  # built once, read by every checkpoint
     per_run: list[dict[str, tuple[SourceInfo, SceneOutputs]]] = []
     for path in checkpoints:
         task = StsunTask.load_from_checkpoint(str(path), map_location="cpu").eval()
-        per_run.append({s.source.name: scene_outputs(task, s) for s in datamodule.datasets("val")})
+        per_run.append({d.source.name: scene_outputs(task, d) for d in datasets})
     sources: dict[str, Any] = {}
     for name, (metric, _, _) in GOALS.items():
         if name not in per_run[0]:
             continue
         source, first = per_run[0][name]
         every = list(range(len(first)))
-        scorers = [functools.partial(_score_of, source, run[name][1], metric) for run in per_run]
+        scorers = [functools.partial(score, source, run[name][1], metric) for run in per_run]
         full = [scorer(every) for scorer in scorers]
         drawn = bootstrap(scorers, len(every), draws, seed)
         sources[name] = {

@@ -475,10 +475,10 @@ def test_demo_spread_scores_scenes_and_pairs_the_draws():
     right = (logits(target), target)
     wrong = (logits(1 - target), target)
     good, bad = [right, right, right], [right, right, wrong]
-    assert score(source, good, [0, 1, 2], "miou") == 1.0
-    assert score(source, bad, [2, 2], "miou") == 0.0
-    assert score(source, bad, [0, 1], "miou") == 1.0
-    scorers = [lambda p: score(source, good, p, "miou"), lambda p: score(source, bad, p, "miou")]
+    assert score(source, good, "miou", [0, 1, 2]) == 1.0
+    assert score(source, bad, "miou", [2, 2]) == 0.0
+    assert score(source, bad, "miou", [0, 1]) == 1.0
+    scorers = [lambda p: score(source, good, "miou", p), lambda p: score(source, bad, "miou", p)]
     drawn = bootstrap(scorers, 3, 50, seed=0)
     assert drawn.shape == (50, 2)
     assert (drawn[:, 0] == 1.0).all()  # every draw of the perfect run scores 1

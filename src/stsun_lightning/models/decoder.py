@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stsun_lightning.models.pyramid import PixelNorm
 from stsun_lightning.models.spectral import band_weights
 
 __all__ = ["PixelDecoder", "Upsampling", "masked_upsample", "resize_features"]
@@ -83,15 +84,14 @@ class _DenseBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.norm = nn.LayerNorm(channels)
+        self.norm = PixelNorm(channels)
         self.out = nn.Conv2d(channels, channels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         """(N, De, H, W) -> the same; ``keep`` (N or 1, 1, H, W): 0 at invalid pixels."""
-        y = self.norm(self.conv(x * keep).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return x + self.out(F.gelu(y))
+        return x + self.out(F.gelu(self.norm(self.conv(x * keep))))
 
 
 class PixelDecoder(nn.Module):

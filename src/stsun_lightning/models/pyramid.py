@@ -22,10 +22,10 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvPyramid"]
+__all__ = ["ConvPyramid", "PixelNorm"]
 
 
-class _PixelNorm(nn.Module):
+class PixelNorm(nn.Module):
     """LayerNorm over the channels of each pixel (no statistics across pixels or items)."""
 
     def __init__(self, channels: int) -> None:
@@ -33,6 +33,7 @@ class _PixelNorm(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> the same, each pixel's channels normalised."""
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -42,7 +43,7 @@ class _Stage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.down = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-        self.norm = _PixelNorm(out_channels)
+        self.norm = PixelNorm(out_channels)
         self.conv = nn.Conv2d(out_channels, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
