@@ -62,8 +62,12 @@ def world_datamodule(
     steps: int,
     sources: list[str] | None,
     val_scenes: int = 1,
+    source_weights: dict[str, float] | None = None,
 ) -> SpectralWorldDataModule:
-    """The world's datamodule: ``scenes`` per source, the last ``val_scenes`` held out."""
+    """The world's datamodule: ``scenes`` per source, the last ``val_scenes`` held out.
+
+    ``source_weights`` scale some sources' shares of the training batches (by name).
+    """
     return SpectralWorldDataModule(
         root=str(root),
         seed=seed,
@@ -77,6 +81,7 @@ def world_datamodule(
         samples_per_scene=256,
         temperature=2.0,
         num_workers=0,
+        source_weights=source_weights,
     )
 
 

@@ -64,6 +64,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "EMA 0.99": {"ema_decay": 0.99},
     "EMA 0.995": {"ema_decay": 0.995},
     "EMA 0.998": {"ema_decay": 0.998},
+    "aerial weight 1.5": {"source_weights": {"aerial_landcover": 1.5}},
+    "aerial weight 2": {"source_weights": {"aerial_landcover": 2.0}},
 }
 """The phrases a variant's name is made of, each with the network options it sets."""
 
@@ -97,6 +99,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.99"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.995"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.998"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "aerial weight 1.5"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "aerial weight 2"),
             ("conv stem 32", "patch 4", "bilinear", "decoder 32", "stem 16"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 64", "stem 32"),
             ("conv stem 16", "patch 4", "bilinear", "width 96", "depth 4"),
@@ -111,6 +115,9 @@ TASK_OPTIONS = ("learning_rate", "loss_balance")
 """Keys of a variant that are options of ``StsunTask``, not of the network."""
 TRAINING_OPTIONS = ("ema_decay",)
 """Keys of a variant that are options of the training (``train_joint``)."""
+DATA_OPTIONS = ("source_weights",)
+"""Keys of a variant that are options of the datamodule (``world_datamodule``): the
+sources' shares of the training batches, at the same total steps."""
 
 
 def _reference(seed: int) -> dict[str, Any] | None:
@@ -159,10 +166,19 @@ def run(
     out: dict[str, Any] = {"steps": cfg.joint_steps, "val_scenes": val_scenes, "variants": {}}
     for name in variants:
         options = VARIANTS[name]
-        network = {k: v for k, v in options.items() if k not in TASK_OPTIONS + TRAINING_OPTIONS}
+        others = TASK_OPTIONS + TRAINING_OPTIONS + DATA_OPTIONS
+        network = {k: v for k, v in options.items() if k not in others}
         task = {k: v for k, v in options.items() if k in TASK_OPTIONS}
         training = {k: v for k, v in options.items() if k in TRAINING_OPTIONS}
-        result = train_joint(data, cfg.joint_steps, seed, network or None, task or None, **training)
+        sampling = {k: v for k, v in options.items() if k in DATA_OPTIONS}
+        variant_data = (
+            world_datamodule(root / "all", *world, cfg.joint_steps, None, val_scenes, **sampling)
+            if sampling
+            else data
+        )
+        result = train_joint(
+            variant_data, cfg.joint_steps, seed, network or None, task or None, **training
+        )
         result["mean_miou"] = round(mean_miou(result["scores"]), 4)
         out["variants"][name] = result
         print(name, result, flush=True)

@@ -7,6 +7,7 @@ workers as training reads them.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from stsun_lightning.data.io.grid import Grid
 from stsun_lightning.data.samplers.crops import CROP_ATTEMPTS, CropArea, RandomCrops
 from stsun_lightning.data.samplers.epochs import EpochIndex
 from stsun_lightning.data.samplers.split import block_crops
+from stsun_lightning.errors import ConfigError
 
 RES = (10.0, 10.0)
 
@@ -207,3 +209,27 @@ def test_benchmark_crops_come_from_seed_epoch_and_item_not_the_global_rng(tmp_pa
             evaluation[EpochIndex(4, 0)].image.nan_to_num(-9),
             evaluation[0].image.nan_to_num(-9),
         )
+
+
+def test_the_world_draws_weighted_sources_more_often_and_names_a_misspelt_one(world_root):
+    options = dict(
+        root=str(world_root),
+        source_names=["canopy_height", "s2_clouds"],
+        scene_size=64,
+        scenes_per_source=3,
+        patch_size=16,
+        samples_per_scene=6,
+        train_batches_per_epoch=600,
+    )
+    datamodule = SpectralWorldDataModule(**options, source_weights={"s2_clouds": 3.0})
+    datamodule.setup("fit")
+    sampler = datamodule.train_dataloader().batch_sampler
+    sizes = [len(d) for d in datamodule.datasets("train")]
+    clouds = [s.name for s in datamodule.source_infos].index("s2_clouds")
+    drawn = [int(batch[0].index >= sizes[0]) for batch in sampler]
+    assert abs(drawn.count(clouds) / len(drawn) - 0.75) < 0.05
+    assert datamodule.val_dataloader().batch_sampler.weights is None
+    with pytest.raises(ConfigError, match=r"names \['s2_cloud'\].*'canopy_height', 's2_clouds'"):
+        SpectralWorldDataModule(**options, source_weights={"s2_cloud": 2.0})
+    with pytest.raises(ConfigError, match=re.escape("finite numbers > 0, got {'s2_clouds': -1.0}")):
+        SpectralWorldDataModule(**options, source_weights={"s2_clouds": -1.0})

@@ -100,3 +100,21 @@ def test_the_concatenation_gives_each_dataset_its_own_key():
         joined[EpochIndex(0, 9)]
     with pytest.raises(IndexError, match="out of range"):
         _Drawn(4)[EpochIndex(0, 4)]
+
+
+def test_source_weights_scale_the_shares_after_the_temperature():
+    assert source_probabilities([100, 100], 2.0, [3.0, 1.0]) == pytest.approx([0.75, 0.25])
+    by_temperature = source_probabilities([400, 100], 2.0)  # 20 : 10
+    assert source_probabilities([400, 100], 2.0, [1.0, 2.0]) == pytest.approx([0.5, 0.5])
+    assert by_temperature == pytest.approx([2 / 3, 1 / 3])
+    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="Source weights must be 2 finite numbers > 0"):
+            source_probabilities([100, 100], 2.0, bad)
+
+
+def test_a_weighted_source_gets_its_share_of_the_training_batches():
+    sampler = SourceBatchSampler(
+        [50, 50], batch_size=2, num_batches=2000, seed=0, weights=[1.0, 3.0]
+    )
+    sources = [_source(batch[0], sampler.offsets) for batch in sampler]
+    assert abs(sources.count(1) / len(sources) - 0.75) < 0.03

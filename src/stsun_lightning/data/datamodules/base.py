@@ -27,6 +27,7 @@ from stsun_lightning.data.record import DataRecordMixin
 from stsun_lightning.data.samplers.epochs import EpochConcatDataset
 from stsun_lightning.data.samplers.sources import ResumableDataLoader, SourceBatchSampler
 from stsun_lightning.data.sources import SourceInfo, build_vocabularies
+from stsun_lightning.errors import ConfigError
 
 __all__ = ["BatchFormat", "StsunDataModule", "torchgeo_batch", "torchgeo_collate"]
 
@@ -85,6 +86,10 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
         seed: seed of the sampling order.
         batch_format: ``"stsun"`` (:class:`Batch`) or ``"torchgeo"`` (a mapping with
             TorchGeo's keys, for LightningModules that are not ours).
+        source_weights: multipliers of some sources' shares of the training batches, by
+            source name, each > 0 (the others 1; see
+            :func:`~stsun_lightning.data.samplers.sources.source_probabilities`): a source
+            that learns slower than the rest can be drawn more often.
     """
 
     source_infos: list[SourceInfo]
@@ -97,6 +102,7 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
         temperature: float = 2.0,
         seed: int = 0,
         batch_format: BatchFormat = "stsun",
+        source_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if batch_format not in ("stsun", "torchgeo"):
@@ -107,6 +113,7 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
         self.temperature = temperature
         self.seed = seed
         self.batch_format = batch_format
+        self.source_weights = dict(source_weights or {})
         self._vocabularies: dict[str, list[str]] | None = None
 
     @property
@@ -135,6 +142,24 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
         each item's epoch, and it draws the item from its seed, the epoch and the index.
         """
 
+    def source_weight_list(self) -> list[float]:
+        """:attr:`source_weights` as one multiplier per source, in :attr:`source_infos` order.
+
+        Raises:
+            ConfigError: a weight names no source of this datamodule, or is not > 0.
+        """
+        names = [s.name for s in self.source_infos]
+        unknown = sorted(set(self.source_weights) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"data.source_weights names {unknown}, which are not sources of this "
+                f"datamodule; its sources are {names}."
+            )
+        bad = {n: w for n, w in self.source_weights.items() if not 0 < float(w) < float("inf")}
+        if bad:
+            raise ConfigError(f"data.source_weights must be finite numbers > 0, got {bad}.")
+        return [float(self.source_weights.get(n, 1.0)) for n in names]
+
     def loader(self, datasets: Sequence[Dataset[Batch]], shuffle: bool) -> DataLoader:
         """A loader over ``datasets`` (one per source) with homogeneous batches.
 
@@ -155,6 +180,7 @@ class StsunDataModule(DataRecordMixin, LightningDataModule, ABC):
             temperature=self.temperature,
             seed=self.seed,
             shuffle=shuffle,
+            weights=self.source_weight_list() if shuffle else None,
         )
         return ResumableDataLoader(
             EpochConcatDataset(datasets),

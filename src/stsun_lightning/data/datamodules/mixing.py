@@ -36,6 +36,8 @@ class MixedDataModule(StsunDataModule):
         temperature: source-mixing temperature (1 = by size, larger = more uniform).
         seed: seed of the sampling order.
         batch_format: ``"stsun"`` or ``"torchgeo"``.
+        source_weights: multipliers of some sources' shares of the training batches, by
+            name, over all members' sources (see :class:`StsunDataModule`).
 
     Raises:
         ConfigError: no member, or two members with a source of the same name.
@@ -50,10 +52,12 @@ class MixedDataModule(StsunDataModule):
         temperature: float = 2.0,
         seed: int = 0,
         batch_format: BatchFormat = "stsun",
+        source_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
-        )
+            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format,
+            source_weights,
+        )  # fmt: skip
         if not datamodules:
             raise ConfigError("MixedDataModule needs at least one datamodule.")
         self.members = list(datamodules)
@@ -64,6 +68,7 @@ class MixedDataModule(StsunDataModule):
                 f"Sources {repeated} appear in several datamodules; give each dataset its "
                 "own name (e.g. the datamodules' `name` argument)."
             )
+        self.source_weight_list()
 
     def prepare_data(self) -> None:
         """Let every member download or generate its data."""

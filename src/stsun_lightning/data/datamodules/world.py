@@ -80,6 +80,8 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
             coarser imagery (measured in ``benchmarks/transfer_ablation.py``). 0 turns it
             off. An item of a virtual sensor draws its own GSD and is never coarsened.
         coarsen_factors: the factors ``f`` drawn from (each >= 2; default ``[2, 3]``).
+        source_weights: multipliers of some sources' shares of the training batches, by
+            name (see :class:`StsunDataModule`).
     """
 
     def __init__(
@@ -102,10 +104,12 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         virtual_sensors: VirtualSensors | None = None,
         coarsen: float = 0.0,
         coarsen_factors: list[int] | None = None,
+        source_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format
-        )
+            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format,
+            source_weights,
+        )  # fmt: skip
         self.save_hyperparameters()
         self.coarsen_factors = coarsening_factors(coarsen, coarsen_factors, "data")
         self.root = Path(root)
@@ -119,6 +123,7 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         self.source_infos = [
             self._source_info(n, s) for n, s in sorted(self.manifest["sources"].items())
         ]
+        self.source_weight_list()  # a misspelt source fails here, not at the first batch
         # Windows of the training patch's size by default: the context the network was
         # trained with (larger windows scored up to 0.046 mIoU lower than validation,
         # benchmarks/results/agreement.md).

@@ -28,25 +28,34 @@ __all__ = ["ResumableDataLoader", "SourceBatchSampler", "source_probabilities"]
 log = logging.getLogger(__name__)
 
 
-def source_probabilities(sizes: Sequence[int], temperature: float) -> np.ndarray:
-    """How often each source is drawn: proportional to ``size ** (1 / temperature)``.
+def source_probabilities(
+    sizes: Sequence[int], temperature: float, weights: Sequence[float] | None = None
+) -> np.ndarray:
+    """How often each source is drawn: proportional to ``weight * size ** (1 / temperature)``.
 
     Temperature 1 samples in proportion to size, larger temperatures flatten towards
-    uniform, so small sources are not drowned by large ones.
+    uniform, so small sources are not drowned by large ones; a source's weight then
+    scales its share (2 draws it twice as often as it would be, before renormalising).
 
     Args:
         sizes: number of samples of each source.
         temperature: >= 1 in practice; must be > 0.
+        weights: (S,) multipliers of the sources' shares, each > 0 (default: all 1).
 
     Returns:
         (S,) probabilities summing to 1.
     """
     if temperature <= 0:
         raise ValueError(f"Sampling temperature must be > 0, got {temperature}.")
-    weights = np.asarray(sizes, dtype=np.float64) ** (1.0 / temperature)
-    if weights.sum() <= 0:
+    factors = np.ones(len(sizes)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if factors.shape != (len(sizes),) or not (np.isfinite(factors).all() and (factors > 0).all()):
+        raise ValueError(
+            f"Source weights must be {len(sizes)} finite numbers > 0, got {list(factors)}."
+        )
+    shares = factors * np.asarray(sizes, dtype=np.float64) ** (1.0 / temperature)
+    if shares.sum() <= 0:
         raise ValueError(f"No source has any sample (sizes {list(sizes)}).")
-    return weights / weights.sum()
+    return shares / shares.sum()
 
 
 class SourceBatchSampler(Sampler[list[EpochIndex]]):
@@ -68,6 +77,7 @@ class SourceBatchSampler(Sampler[list[EpochIndex]]):
         batch_size: items per batch.
         num_batches: batches per epoch over all ranks.
         temperature: source-mixing temperature.
+        weights: multipliers of the sources' shares (see :func:`source_probabilities`).
         seed: base seed; the epoch is added (see :meth:`set_epoch`).
         shuffle: False gives each source's items in order, sources in turn (evaluation).
         rank: this process's rank (default: from torch.distributed, else 0).
@@ -89,11 +99,13 @@ class SourceBatchSampler(Sampler[list[EpochIndex]]):
         shuffle: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.sizes = [int(s) for s in sizes]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
         self.batch_size = batch_size
         self.temperature = temperature
+        self.weights = None if weights is None else [float(w) for w in weights]
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
@@ -135,7 +147,7 @@ class SourceBatchSampler(Sampler[list[EpochIndex]]):
                 for start in range(0, size, self.batch_size)
             ]
         rng = np.random.default_rng((self.seed, self.epoch))
-        probabilities = source_probabilities(self.sizes, self.temperature)
+        probabilities = source_probabilities(self.sizes, self.temperature, self.weights)
         queues: list[list[int]] = [[] for _ in self.sizes]
         batches = []
         for source in rng.choice(len(self.sizes), size=self.num_batches, p=probabilities):
