@@ -129,6 +129,16 @@ def test_duplicate_source_names_are_refused(tmp_path):
         MixedDataModule([a, a])
 
 
+def test_source_weights_reach_across_members_by_source_name(tmp_path):
+    world = write_world(tmp_path / "world")
+    a = member(world, tmp_path, "optical", {1: "water", 2: "tree_cover", 3: "built_up"})
+    b = member(world, tmp_path, "terrain", {1: "water"}, input="dem", sensor="dem")
+    module = MixedDataModule([a, b], temperature=1.0, source_weights={"terrain": 3.0})
+    assert module.source_weight_list() == [1.0, 3.0]
+    with pytest.raises(ValueError, match=r"names \['terain'\].*\['optical', 'terrain'\]"):
+        MixedDataModule([a, b], source_weights={"terain": 2.0})
+
+
 @pytest.mark.slow
 def test_joint_config_trains_one_model_on_several_torchgeo_datasets(tmp_path):
     import yaml
