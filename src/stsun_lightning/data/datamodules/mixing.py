@@ -55,9 +55,14 @@ class MixedDataModule(StsunDataModule):
         source_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format,
-            source_weights,
-        )  # fmt: skip
+            batch_size,
+            num_workers,
+            train_batches_per_epoch,
+            temperature,
+            seed,
+            batch_format,
+            source_weights=source_weights,
+        )
         if not datamodules:
             raise ConfigError("MixedDataModule needs at least one datamodule.")
         self.members = list(datamodules)

@@ -107,9 +107,14 @@ class SpectralWorldDataModule(ScenePredictionMixin, StsunDataModule):
         source_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, train_batches_per_epoch, temperature, seed, batch_format,
-            source_weights,
-        )  # fmt: skip
+            batch_size,
+            num_workers,
+            train_batches_per_epoch,
+            temperature,
+            seed,
+            batch_format,
+            source_weights=source_weights,
+        )
         self.save_hyperparameters()
         self.coarsen_factors = coarsening_factors(coarsen, coarsen_factors, "data")
         self.root = Path(root)
