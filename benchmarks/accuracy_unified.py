@@ -146,6 +146,12 @@ def train_joint(
     for source in datamodule.source_infos:
         key = "miou" if source.is_classification else "mae"
         per_source[source.name] = {key: round(metrics[f"val/{source.name}/{key}"], 4)}
+        prefix = f"val/{source.name}/iou_"
+        classes = {
+            k[len(prefix) :]: round(v, 4) for k, v in metrics.items() if k.startswith(prefix)
+        }
+        if classes:  # IoU per class occurring in the held-out scenes
+            per_source[source.name]["iou"] = classes
     return {
         "seconds": round(seconds, 1),
         "steps": steps,

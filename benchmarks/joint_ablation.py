@@ -57,13 +57,19 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "stem 16": {"stem_dim": 16},
     "stem 32": {"stem_dim": 32},
     "width 96": {"dim": 96},
+    "depth 3": {"depth": 3},
     "depth 4": {"depth": 4},
     "window 16": {"window": 16},
+    "basis kernels": {"basis_kernels": True},
+    "fourier bands": {"wavelength_encoding": "fourier"},
+    "index bands": {"band_encoding": "index"},
     "dense refine 1": {"dense_refine": 1},
     "dense refine 2": {"dense_refine": 2},
     "EMA 0.99": {"ema_decay": 0.99},
     "EMA 0.995": {"ema_decay": 0.995},
     "EMA 0.998": {"ema_decay": 0.998},
+    "learning rate 1e-3": {"learning_rate": 1e-3},
+    "learning rate 3e-3": {"learning_rate": 3e-3},
     "aerial weight 1.5": {"source_weights": {"aerial_landcover": 1.5}},
     "aerial weight 2": {"source_weights": {"aerial_landcover": 2.0}},
 }
@@ -101,6 +107,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "EMA 0.998"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "aerial weight 1.5"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "aerial weight 2"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "basis kernels"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "fourier bands"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "index bands"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "depth 3"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "learning rate 1e-3"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "learning rate 3e-3"),
+            ("conv stem 16", "patch 4", "bilinear", "decoder 32", "stem 16", "depth 4"),
             ("conv stem 32", "patch 4", "bilinear", "decoder 32", "stem 16"),
             ("conv stem 16", "patch 4", "bilinear", "decoder 64", "stem 32"),
             ("conv stem 16", "patch 4", "bilinear", "width 96", "depth 4"),
@@ -138,6 +151,7 @@ def run(
     variants: Sequence[str],
     val_scenes: int = 1,
     unets_from: dict[str, Any] | None = None,
+    sources: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train the joint network once per variant; per-source scores and mean mIoU.
 
@@ -152,6 +166,8 @@ def run(
         unets_from: an earlier result of this script with the same settings, whose U-Net
             specialists of ``seed`` are taken instead of training them again (they repeat
             exactly: measured).
+        sources: train and score on these sources only (all of them by default), for
+            the same steps; one source reads the cache of its U-Net specialist's world.
 
     Raises:
         ValueError: ``unets_from`` ran other settings, or lacks this seed's U-Nets.
@@ -162,8 +178,12 @@ def run(
         root = root.with_name(f"{root.name}_val{val_scenes}")
         scenes = cfg.world_scenes - 1 + val_scenes
     world = (seed, cfg.world_scene_size, scenes, cfg.world_patch, cfg.world_batch)
-    data = world_datamodule(root / "all", *world, cfg.joint_steps, None, val_scenes)
+    names = list(sources) if sources else None
+    folder = root / (names[0] if names and len(names) == 1 else "all")
+    data = world_datamodule(folder, *world, cfg.joint_steps, names, val_scenes)
     out: dict[str, Any] = {"steps": cfg.joint_steps, "val_scenes": val_scenes, "variants": {}}
+    if names:
+        out["sources"] = names
     for name in variants:
         options = VARIANTS[name]
         others = TASK_OPTIONS + TRAINING_OPTIONS + DATA_OPTIONS
@@ -172,7 +192,7 @@ def run(
         training = {k: v for k, v in options.items() if k in TRAINING_OPTIONS}
         sampling = {k: v for k, v in options.items() if k in DATA_OPTIONS}
         variant_data = (
-            world_datamodule(root / "all", *world, cfg.joint_steps, None, val_scenes, **sampling)
+            world_datamodule(folder, *world, cfg.joint_steps, names, val_scenes, **sampling)
             if sampling
             else data
         )
@@ -183,11 +203,11 @@ def run(
         out["variants"][name] = result
         print(name, result, flush=True)
     if unets_from is not None:
-        reference = _earlier_unets(unets_from, seed, out)
+        reference = _earlier_unets(unets_from, seed, out, names)
     elif val_scenes > 1:
-        names = [s.name for s in data.source_infos]
-        each = max(1, cfg.joint_steps // len(names))
-        unets = specialists(train_unet_specialist, root, names, *world, each, val_scenes)
+        every = [s.name for s in data.source_infos]
+        each = max(1, cfg.joint_steps // len(every))
+        unets = specialists(train_unet_specialist, root, every, *world, each, val_scenes)
         reference = {**unets, "mean_miou": round(mean_miou(unets["scores"]), 4), "trained": True}
         print("U-Net specialists", reference, flush=True)
     else:
@@ -197,8 +217,16 @@ def run(
     return out
 
 
-def _earlier_unets(earlier: dict[str, Any], seed: int, settings: dict[str, Any]) -> dict[str, Any]:
-    """The U-Net specialists of ``seed`` in an earlier result of the same ``settings``."""
+def _earlier_unets(
+    earlier: dict[str, Any],
+    seed: int,
+    settings: dict[str, Any],
+    sources: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The U-Net specialists of ``seed`` in an earlier result of the same ``settings``.
+
+    With ``sources``, only theirs (their mean mIoU recomputed over them).
+    """
     run = earlier["per_seed"].get(str(seed), {})
     if "unet_specialists" not in run:
         raise ValueError(f"--unets-from: expected U-Net specialists of seed {seed}, found none")
@@ -207,7 +235,16 @@ def _earlier_unets(earlier: dict[str, Any], seed: int, settings: dict[str, Any])
             raise ValueError(
                 f"--unets-from: expected {key} = {settings[key]}, the file's run has {run.get(key, 1)}"
             )
-    return run["unet_specialists"]
+    reference = run["unet_specialists"]
+    if not sources:
+        return reference
+    scores = {name: reference["scores"][name] for name in sources}
+    return {**reference, "scores": scores, "mean_miou": round(mean_miou(scores), 4)}
+
+
+def _hashable(value: Any) -> Any:
+    """A setting of a run as a set member: a list of sources as a tuple."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -219,13 +256,21 @@ def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     scores exactly (measured), so the order only matters after a change.
 
     Raises:
-        ValueError: runs of different settings (training steps, held-out scenes), whose
-            scores do not compare.
+        ValueError: runs of different settings (training steps, held-out scenes, sources
+            trained on), whose scores do not compare.
     """
-    for key, flag in (("steps", "steps (--quick or not)"), ("val_scenes", "--val-scenes")):
-        values = {run.get(key, 1) for r in results for run in r["per_seed"].values()}
+    for key, flag, default in (
+        ("steps", "steps (--quick or not)", 1),
+        ("val_scenes", "--val-scenes", 1),
+        ("sources", "--sources", None),
+    ):
+        values = {
+            _hashable(run.get(key, default)) for r in results for run in r["per_seed"].values()
+        }
         if len(values) > 1:
-            raise ValueError(f"combine: expected runs with the same {flag}, got {sorted(values)}")
+            raise ValueError(
+                f"combine: expected runs with the same {flag}, got {sorted(values, key=str)}"
+            )
     per_seed: dict[str, dict[str, Any]] = {}
     for result in results:
         for seed, run in result["per_seed"].items():
@@ -259,8 +304,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Joint-model ablation",
         "",
-        f"`{results['command']}`: the joint STSUN of accuracy.py's experiment 2, "
-        f"{first['steps']} steps, seed{'s' if len(seeds) > 1 else ''} "
+        f"`{results['command']}`: the joint STSUN of accuracy.py's experiment 2"
+        + (f", trained on {', '.join(first['sources'])} only" if first.get("sources") else "")
+        + f", {first['steps']} steps, seed{'s' if len(seeds) > 1 else ''} "
         f"{', '.join(map(str, seeds))}; mIoU on the {first.get('val_scenes', 1)} validation "
         "scene(s) of each source, mean over the seeds"
         + (" (± std of the mean mIoU)." if len(seeds) > 1 else "."),
@@ -321,6 +367,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="take the U-Net specialists from this earlier result of the same settings "
         "instead of training them",
     )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="train and score on these sources only (default: all), for the same steps",
+    )
     parser.add_argument("--name", help="stem of the result files (default: joint_ablation[_quick])")
     parser.add_argument(
         "--merge",
@@ -341,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     variants = args.variants or list(VARIANTS)
     earlier = json.loads(args.unets_from.read_text()) if args.unets_from else None
     per_seed = {
-        str(seed): run(args.quick, seed, variants, args.val_scenes, earlier) for seed in args.seeds
+        str(seed): run(args.quick, seed, variants, args.val_scenes, earlier, args.sources)
+        for seed in args.seeds
     }
     command = " ".join(
         ["python benchmarks/joint_ablation.py"]
@@ -350,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + (["--variants", *(repr(v) for v in args.variants)] if args.variants else [])
         + (["--val-scenes", str(args.val_scenes)] if args.val_scenes != 1 else [])
         + (["--unets-from", str(args.unets_from)] if args.unets_from else [])
+        + (["--sources", *args.sources] if args.sources else [])
         + (["--name", args.name] if args.name else [])
     )
     results = {"command": command, "seeds": args.seeds, "per_seed": per_seed}

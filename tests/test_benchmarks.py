@@ -358,6 +358,10 @@ def test_joint_ablation_runs_combine_by_variant():
     quick["per_seed"]["3"]["steps"] = 70
     with pytest.raises(ValueError, match="same steps \\(--quick or not\\), got \\[10, 70\\]"):
         combine([earlier, quick])
+    one_source = _joint_run([3], {"default": 0.5})
+    one_source["per_seed"]["3"]["sources"] = ["aerial_landcover"]
+    with pytest.raises(ValueError, match="same --sources"):
+        combine([earlier, one_source])
 
 
 def test_write_report_files(tmp_path):
@@ -501,3 +505,8 @@ def test_joint_ablation_takes_earlier_unets_only_of_the_same_settings():
         _earlier_unets(earlier, 0, {"steps": 1750, "val_scenes": 2})
     with pytest.raises(ValueError, match="U-Net specialists of seed 1"):
         _earlier_unets(earlier, 1, {"steps": 1750, "val_scenes": 4})
+    # Runs on some sources compare with those sources' U-Nets only.
+    unets = {"scores": {"a": {"miou": 0.5}, "b": {"miou": 0.7}}, "mean_miou": 0.6, "parameters": 1}
+    earlier["per_seed"]["0"]["unet_specialists"] = unets
+    some = _earlier_unets(earlier, 0, {"steps": 1750, "val_scenes": 4}, ["b"])
+    assert some["scores"] == {"b": {"miou": 0.7}} and some["mean_miou"] == 0.7

@@ -32,6 +32,9 @@ def write_checkpoint(path: Path, **model_overrides) -> Path:
         task.model.category_head.log_scale.add_(2.0)
         if task.model.conv_stem is not None:  # its token projection starts at zero
             torch.nn.init.normal_(task.model.conv_stem.to_tokens.weight, std=0.3)
+        if task.model.basis_kernels:  # so do the basis kernels
+            torch.nn.init.normal_(task.model.tokenizer.basis_kernel.weight, std=0.1)
+            torch.nn.init.normal_(task.model.decoder.basis_mix.weight, std=0.3)
     state = {
         "state_dict": task.state_dict(),
         "hyper_parameters": dict(task.hparams),
@@ -84,8 +87,11 @@ def test_onnx_gives_the_pytorch_outputs(checkpoint, exported, size):
 
 
 @pytest.mark.slow
-def test_a_network_with_early_convolutions_exports_with_exact_padding(tmp_path):
-    checkpoint = write_checkpoint(tmp_path / "task.ckpt", conv_stem=8)
+@pytest.mark.parametrize(
+    "options", [{"conv_stem": 8}, {"conv_stem": 8, "basis_kernels": True}], ids=["conv", "basis"]
+)
+def test_a_network_with_its_options_exports_with_exact_padding(tmp_path, options):
+    checkpoint = write_checkpoint(tmp_path / "task.ckpt", **options)
     export_model(str(checkpoint), str(tmp_path / "model.onnx"))
     served, _ = served_from_checkpoint(checkpoint)
     image = physical_windows(100, 130)  # padded to the graph's 192 x 192 with no data

@@ -111,6 +111,8 @@ class PixelDecoder(nn.Module):
             (3×3, pixel norm, GELU, 1×1: each pixel reads every feature of its
             neighbours, as a U-Net's decoder does) instead of the one depthwise block;
             0 = the depthwise block. Needs ``upsampling="bilinear"``.
+        response_dim: width of the band responses whose learnt map is added to each
+            band's stem weights (``basis_kernels`` of the network); 0 = none.
 
     Raises:
         ValueError: unknown ``upsampling``; ``dense_refine`` < 0, or > 0 without bilinear.
@@ -126,6 +128,7 @@ class PixelDecoder(nn.Module):
         upsampling: Upsampling = "unpatch",
         fine_channels: int = 0,
         dense_refine: int = 0,
+        response_dim: int = 0,
     ) -> None:
         super().__init__()
         if upsampling not in ("bilinear", "unpatch"):
@@ -145,6 +148,9 @@ class PixelDecoder(nn.Module):
         factor = 2 if upsampling == "bilinear" else patch_size * patch_size
         self.unpatch = nn.Linear(dim, factor * decoder_dim)
         self.band_mix = nn.Linear(band_dim, stem_dim)
+        self.basis_mix = nn.Linear(response_dim, stem_dim, bias=False) if response_dim else None
+        if self.basis_mix is not None:  # starts at zero: the stem begins as without it
+            nn.init.zeros_(self.basis_mix.weight)
         self.depthwise = nn.Conv2d(2 * stem_dim, 2 * stem_dim, 3, padding=1, groups=2 * stem_dim)
         self.skip = nn.Conv2d(2 * stem_dim, decoder_dim, 1)
         # The depthwise refinement's (or the unpatch path's) 1×1; dense blocks have their own.
@@ -157,20 +163,35 @@ class PixelDecoder(nn.Module):
         self.dense = nn.ModuleList(_DenseBlock(decoder_dim) for _ in range(dense_refine))
         self.fine = nn.Conv2d(2 * fine_channels, decoder_dim, 1) if fine_channels else None
 
-    def stem(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
+    def stem(
+        self,
+        image: Tensor,
+        band_embedding: Tensor,
+        band_mask: Tensor,
+        response: Tensor | None = None,
+    ) -> Tensor:
         """Metadata-weighted band mix of every frame, averaged over that frame's bands.
 
         Args:
             image: (B, T, C, H, W), 0 wherever a value is not real.
             band_embedding: (B, C, band_dim).
             band_mask: (B, T, C) bool, band c observed at frame t.
+            response: (B, C, response_dim) band responses, when built with ``response_dim``.
 
         Returns:
             (B, T, c0, H, W).
+
+        Raises:
+            ValueError: built with ``response_dim`` and given no responses.
         """
         b, t, c, h, w = image.shape
         weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, T, C)
-        mix = self.band_mix(band_embedding).transpose(1, 2)  # (B, c0, C)
+        mix = self.band_mix(band_embedding)  # (B, C, c0)
+        if self.basis_mix is not None:
+            if response is None:
+                raise ValueError("This stem adds basis weights: pass the band responses.")
+            mix = mix + self.basis_mix(response.to(mix.dtype))
+        mix = mix.transpose(1, 2)  # (B, c0, C)
         mix = (mix[:, None] * weights[:, :, None, :]).to(image.dtype)  # (B, T, c0, C)
         # A matmul over the image as it lies in memory (an einsum here copied it).
         return torch.matmul(mix, image.view(b, t, c, h * w)).view(b, t, -1, h, w)

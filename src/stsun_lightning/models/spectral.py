@@ -167,7 +167,26 @@ class BandEncoder(nn.Module):
             FWHM_TO_SIGMA * bandwidth / (wavelength_nm.float().clamp(min=1e-6) * math.log(10))
         )
         basis = response_features(log_wl, log_sigma, self.basis_centres, self.basis_width)
-        return torch.cat([basis * known_wl[..., None], *scalars], -1)
+        # where, not a product: an unknown (NaN) wavelength must not make NaN features.
+        return torch.cat([torch.where(known_wl[..., None], basis, 0.0), *scalars], -1)
+
+    @property
+    def response_dim(self) -> int:
+        """Width of :meth:`response` (the basis functions); 0 for the Fourier encoding."""
+        return 0 if self.encoding == "fourier" else int(self.basis_centres.numel())
+
+    def response(self, wavelength_nm: Tensor, bandwidth_nm: Tensor) -> Tensor:
+        """The band's spectral response integrated against each basis function.
+
+        (B, C), (B, C) -> (B, C, :attr:`response_dim`): smooth in wavelength, and 0 for
+        a band whose wavelength is unknown or lies beyond the basis (radar).
+
+        Raises:
+            ValueError: with the Fourier encoding, which has no basis.
+        """
+        if self.encoding != "response":
+            raise ValueError("Band responses need wavelength_encoding='response'.")
+        return self.features(wavelength_nm, bandwidth_nm)[..., : self.response_dim]
 
     def forward(self, wavelength_nm: Tensor, bandwidth_nm: Tensor, modality: Tensor) -> Tensor:
         """Embed bands.
@@ -299,6 +318,12 @@ class SpectralTokenizer(nn.Module):
         attention_dim: band-token width Da in attention mode.
         num_heads: heads of the fusion attention (and of the band-set context).
         band_context: condition each band's embedding on the frame's whole band set.
+        response_dim: width of the band responses (:meth:`BandEncoder.response`) whose
+            learnt map is added to each band's kernel (``basis_kernels`` of the network);
+            0 = none. Hypernetwork mode only.
+
+    Raises:
+        ValueError: unknown ``mode``; ``response_dim`` with the attention mode.
     """
 
     def __init__(
@@ -310,12 +335,23 @@ class SpectralTokenizer(nn.Module):
         attention_dim: int = 64,
         num_heads: int = 4,
         band_context: bool = False,
+        response_dim: int = 0,
     ) -> None:
         super().__init__()
         if mode not in ("hypernetwork", "attention"):
             raise ValueError(
                 f"Unknown tokenizer mode {mode!r}; expected 'hypernetwork' or 'attention'."
             )
+        if response_dim and mode != "hypernetwork":
+            raise ValueError("basis_kernels needs tokenizer='hypernetwork'.")
+        # A kernel per basis function, weighted by each band's response; starts at zero.
+        self.basis_kernel = (
+            nn.Linear(response_dim, dim * patch_size * patch_size, bias=False)
+            if response_dim
+            else None
+        )
+        if self.basis_kernel is not None:
+            nn.init.zeros_(self.basis_kernel.weight)
         self.mode = mode
         self.dim = dim
         self.patch_size = patch_size
@@ -335,7 +371,12 @@ class SpectralTokenizer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(
-        self, image: Tensor, band_embedding: Tensor, band_mask: Tensor, task_embedding: Tensor
+        self,
+        image: Tensor,
+        band_embedding: Tensor,
+        band_mask: Tensor,
+        task_embedding: Tensor,
+        response: Tensor | None = None,
     ) -> Tensor:
         """Tokenise.
 
@@ -345,6 +386,8 @@ class SpectralTokenizer(nn.Module):
             band_embedding: (B, C, band_dim).
             band_mask: (B, T, C) bool, band c observed at frame t.
             task_embedding: (B, dim).
+            response: (B, C, response_dim) band responses, when built with
+                ``response_dim``.
 
         Returns:
             (B, T, h, w, dim) with h = H / p, w = W / p.
@@ -352,17 +395,24 @@ class SpectralTokenizer(nn.Module):
         if self.context is not None:
             band_embedding = self.context(band_embedding, band_mask)  # (B, T, C, band_dim)
         if self.mode == "hypernetwork":
-            tokens = self._hypernetwork(image, band_embedding, band_mask)
+            tokens = self._hypernetwork(image, band_embedding, band_mask, response)
         else:
             tokens = self._attention(image, band_embedding, band_mask, task_embedding)
         return self.norm(tokens)
 
-    def _hypernetwork(self, image: Tensor, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
+    def _hypernetwork(
+        self, image: Tensor, band_embedding: Tensor, band_mask: Tensor, response: Tensor | None
+    ) -> Tensor:
         """band_embedding: (B, C, band_dim), or (B, T, C, band_dim) conditioned per frame."""
         b, t, c, height, width = image.shape
         p = self.patch_size
         weights = band_weights(band_mask).to(band_embedding.dtype)  # (B, T, C)
         kernel = self.kernel(band_embedding)  # (B, [T,] C, D*p*p)
+        if self.basis_kernel is not None:
+            if response is None:
+                raise ValueError("This tokenizer adds basis kernels: pass the band responses.")
+            basis = self.basis_kernel(response.to(kernel.dtype))  # (B, C, D*p*p)
+            kernel = kernel + (basis if kernel.dim() == 3 else basis[:, None])
         # The mean over the bands of frame t is (1 / n_t) × the sum over all bands,
         # because a band masked at t is 0 there: the convolution stays one for every
         # frame, and the per-frame band count scales its output.

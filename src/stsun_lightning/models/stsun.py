@@ -79,6 +79,15 @@ class Stsun(nn.Module):
             the full-resolution band mix (:class:`~stsun_lightning.models.pyramid.ConvPyramid`),
             whose last stage is added to the tokens and whose first stage (stride 2)
             to the decoder's pixel features; 0 = off. Needs a power-of-two patch size.
+        basis_kernels: each band's tokeniser kernel and stem weights also get a learnt
+            map of its spectral response (:meth:`BandEncoder.response`: the response
+            integrated against the encoding's basis), which starts at zero. Kernels stay
+            smooth in wavelength but are free per spectral region, so red, green, blue and
+            near infrared get distinct kernels as soon as training starts: from the band
+            embeddings alone they start 99 % alike (a shared modality row and biases
+            dominate), and spectral contrasts between them are learnt slowly (measured in
+            docs/architecture.md). Needs ``wavelength_encoding="response"`` and the
+            hypernetwork tokeniser.
         dense_refine: full-resolution refinement blocks of the decoder with dense 3×3
             convolutions instead of its depthwise one (:class:`PixelDecoder`); 0 = off.
             Needs ``upsampling="bilinear"``.
@@ -115,6 +124,7 @@ class Stsun(nn.Module):
         position_jitter_m: float = 5_000.0,
         conv_stem: int = 0,
         dense_refine: int = 0,
+        basis_kernels: bool = False,
     ) -> None:
         super().__init__()
         if position_jitter_m < 0:
@@ -124,6 +134,10 @@ class Stsun(nn.Module):
         self.dim = dim
         self.patch_size = patch_size
         self.band_encoder = BandEncoder(band_dim, encoding=wavelength_encoding)
+        if basis_kernels and wavelength_encoding != "response":
+            raise ValueError("basis_kernels needs wavelength_encoding='response'.")
+        response_dim = self.band_encoder.response_dim if basis_kernels else 0
+        self.basis_kernels = basis_kernels
         self.task_embedding = VocabularyEmbedding(tasks, dim, "task", init_std=1.0)
         self.category_embedding = VocabularyEmbedding(
             categories, category_dim + 1, "category", init_std=1.0
@@ -136,6 +150,7 @@ class Stsun(nn.Module):
             tokenizer,
             num_heads=max(1, num_heads),
             band_context=band_context,
+            response_dim=response_dim,
         )
         self.date_encoder = DateEncoder(dim)
         slot_depth = depth // 2 if slot_depth is None else slot_depth
@@ -159,6 +174,7 @@ class Stsun(nn.Module):
             upsampling,
             fine_channels=self.conv_stem.fine_channels if self.conv_stem is not None else 0,
             dense_refine=dense_refine,
+            response_dim=response_dim,
         )
         self.category_head = CategoryHead(decoder_dim, category_dim)
         self.value_head = ValueHead(decoder_dim, band_dim)
@@ -220,11 +236,14 @@ class Stsun(nn.Module):
         frames = batch.observed_frames  # (B, T): a frame without a real band is not real
         image, valid = self._clean_input(batch)
         present = batch.band_mask.any(1)  # (B, C): bands observed at some frame
-        band_embedding = self.band_encoder(
-            torch.where(present, batch.wavelength_nm, 0.0),
-            torch.where(present, batch.bandwidth_nm, 0.0),
-            batch.modality,
-        ).to(image.dtype)
+        wavelength = torch.where(present, batch.wavelength_nm, 0.0)
+        bandwidth = torch.where(present, batch.bandwidth_nm, 0.0)
+        band_embedding = self.band_encoder(wavelength, bandwidth, batch.modality).to(image.dtype)
+        response = (
+            self.band_encoder.response(wavelength, bandwidth).to(image.dtype)
+            if self.basis_kernels
+            else None
+        )
         task_embedding = self.task_embedding(batch.task).to(image.dtype)
         # Batches are homogeneous by design: one task means one modulation for all items.
         # An exported graph cannot branch on values: it modulates per item (the same result).
@@ -232,10 +251,12 @@ class Stsun(nn.Module):
         condition = task_embedding[:1] if one_task else task_embedding
 
         tokens = self.tokenizer(
-            image, band_embedding, batch.band_mask, task_embedding
+            image, band_embedding, batch.band_mask, task_embedding, response
         )  # (B, T, h, w, D)
         h, w = tokens.shape[2:4]
-        mixed = self.decoder.stem(image, band_embedding, batch.band_mask)  # (B, T, c0, Hp, Wp)
+        mixed = self.decoder.stem(
+            image, band_embedding, batch.band_mask, response
+        )  # (B, T, c0, Hp, Wp)
         fine = None
         if self.conv_stem is not None:
             early, fine = self.conv_stem(mixed.flatten(0, 1), valid.repeat_interleave(t, 0))
