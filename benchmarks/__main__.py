@@ -67,6 +67,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("finetune", "finetune.py", "finetune"),
     Benchmark("transfer_ablation", "transfer_ablation.py", "transfer_ablation"),
     Benchmark("joint_ablation", "joint_ablation.py", "joint_ablation"),
+    Benchmark("band_probe", "band_probe.py", "band_probe"),
 )
 """Every benchmark, in the order they run."""
 

@@ -61,22 +61,6 @@ def test_band_responses_are_smooth_and_zero_beyond_the_basis():
     assert response[3:].abs().max() == 0  # C-band radar, and an unknown wavelength
 
 
-@pytest.mark.parametrize("conv_stem", [0, 8])
-def test_permuting_bands_with_their_metadata_still_changes_nothing(conv_stem):
-    model = _with_random_basis(_model(True, conv_stem=conv_stem))
-    batch = make_batch(t=2, c=13, h=40, w=48, outputs=[(0, 0, 0), (1, 0, 1)])
-    perm = torch.randperm(13, generator=torch.Generator().manual_seed(3))
-    permuted = dataclasses.replace(
-        batch,
-        image=batch.image[:, :, perm],
-        wavelength_nm=batch.wavelength_nm[:, perm],
-        bandwidth_nm=batch.bandwidth_nm[:, perm],
-        modality=batch.modality[:, perm],
-    )
-    with torch.no_grad():
-        torch.testing.assert_close(model(permuted).logits, model(batch).logits, atol=ATOL, rtol=0)
-
-
 def test_a_band_masked_at_a_frame_is_as_if_absent_there():
     model = _with_random_basis(_model(True))
     batch = make_batch(t=1, c=5, h=32, w=32, outputs=[(0, 0, 0)])

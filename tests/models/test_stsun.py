@@ -49,13 +49,22 @@ def test_value_outputs_have_the_requested_variables_and_bands():
 
 
 @pytest.mark.parametrize(
-    ("tokenizer", "conv_stem"), [("hypernetwork", 0), ("attention", 0), ("hypernetwork", 8)]
+    "options",
+    [
+        {"tokenizer": "hypernetwork"},
+        {"tokenizer": "attention"},
+        {"conv_stem": 8},
+        {"basis_kernels": True},
+    ],
 )
-def test_permuting_bands_with_their_metadata_leaves_outputs_unchanged(tokenizer, conv_stem):
-    model = _model(tokenizer=tokenizer, conv_stem=conv_stem)
-    if conv_stem:
-        # The early convolutions' projection to the tokens starts at zero: give it weights.
-        torch.nn.init.normal_(model.conv_stem.to_tokens.weight, std=0.3)
+def test_permuting_bands_with_their_metadata_leaves_outputs_unchanged(options):
+    model = _model(**options)
+    with torch.no_grad():  # these start at zero: give them weights, so the test sees them
+        if model.conv_stem is not None:
+            torch.nn.init.normal_(model.conv_stem.to_tokens.weight, std=0.3)
+        if model.basis_kernels:
+            torch.nn.init.normal_(model.tokenizer.basis_kernel.weight, std=0.1)
+            torch.nn.init.normal_(model.decoder.basis_mix.weight, std=0.3)
     batch = make_batch(t=2, c=13, h=40, w=48, outputs=[(0, 0, 0), (1, 0, 1)])
     perm = torch.randperm(13, generator=torch.Generator().manual_seed(3))
     permuted = dataclasses.replace(
