@@ -37,10 +37,10 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import make_config, world_root
+from accuracy import make_config
 from accuracy_report import write_pages
 from accuracy_unified import world_datamodule
-from joint_ablation import OPTIONS
+from joint_ablation import _variant, held_out_world
 from stsun_lightning.models import create_model
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -60,10 +60,7 @@ def _distinct(rows: Tensor) -> float:
 def initial_bands(seed: int) -> dict[str, Any]:
     """How alike the aerial bands' embeddings, kernels and stem weights start."""
     torch.manual_seed(seed)
-    options: dict[str, Any] = {}
-    for phrase in NETWORK:
-        options.update(OPTIONS[phrase])
-    model = create_model("stsun_tiny", **options)
+    model = create_model("stsun_tiny", **_variant(*NETWORK)[1])
     wavelength = torch.tensor([list(BANDS_NM.values())])
     bandwidth = torch.zeros_like(wavelength)
     modality = torch.zeros_like(wavelength, dtype=torch.long)  # optical
@@ -109,10 +106,7 @@ def pixels_alone(seed: int, quick: bool) -> dict[str, Any]:
     """A per-pixel MLP on the aerial source's normalised bands, scored per class."""
     cfg = make_config(quick, seed)
     val_scenes = 1 if quick else 4
-    root = world_root(cfg)
-    if val_scenes > 1:
-        root = root.with_name(f"{root.name}_val{val_scenes}")
-    scenes = cfg.world_scenes - 1 + val_scenes
+    root, scenes = held_out_world(cfg, val_scenes)
     data = world_datamodule(
         root / SOURCE,
         seed,

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import make_config, world_root
+from accuracy import Config, make_config, world_root
 from accuracy_report import spread, write_pages
 from accuracy_unified import (
     mean_miou,
@@ -145,6 +145,18 @@ def _reference(seed: int) -> dict[str, Any] | None:
     return {"scores": scores, "mean_miou": round(mean_miou(scores), 4)}
 
 
+def held_out_world(cfg: Config, val_scenes: int) -> tuple[Path, int]:
+    """The cache folder and scene count of ``cfg``'s world with ``val_scenes`` held out.
+
+    One held-out scene is experiment 2's world; more get their own folder, with that
+    many scenes after the same training scenes.
+    """
+    root = world_root(cfg)
+    if val_scenes == 1:
+        return root, cfg.world_scenes
+    return root.with_name(f"{root.name}_val{val_scenes}"), cfg.world_scenes - 1 + val_scenes
+
+
 def run(
     quick: bool,
     seed: int,
@@ -173,10 +185,7 @@ def run(
         ValueError: ``unets_from`` ran other settings, or lacks this seed's U-Nets.
     """
     cfg = make_config(quick, seed)
-    root, scenes = world_root(cfg), cfg.world_scenes
-    if val_scenes > 1:
-        root = root.with_name(f"{root.name}_val{val_scenes}")
-        scenes = cfg.world_scenes - 1 + val_scenes
+    root, scenes = held_out_world(cfg, val_scenes)
     world = (seed, cfg.world_scene_size, scenes, cfg.world_patch, cfg.world_batch)
     names = list(sources) if sources else None
     folder = root / (names[0] if names and len(names) == 1 else "all")

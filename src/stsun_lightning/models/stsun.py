@@ -137,7 +137,6 @@ class Stsun(nn.Module):
         if basis_kernels and wavelength_encoding != "response":
             raise ValueError("basis_kernels needs wavelength_encoding='response'.")
         response_dim = self.band_encoder.response_dim if basis_kernels else 0
-        self.basis_kernels = basis_kernels
         self.task_embedding = VocabularyEmbedding(tasks, dim, "task", init_std=1.0)
         self.category_embedding = VocabularyEmbedding(
             categories, category_dim + 1, "category", init_std=1.0
@@ -207,6 +206,11 @@ class Stsun(nn.Module):
     def tasks(self) -> list[str]:
         """Task vocabulary, in row order."""
         return self.task_embedding.vocabulary.names
+
+    @property
+    def basis_kernels(self) -> bool:
+        """Whether band kernels also read a learnt map of the band responses."""
+        return self.tokenizer.basis_kernel is not None
 
     @property
     def categories(self) -> list[str]:
