@@ -8,7 +8,7 @@ Run from the repository root::
 Two measurements behind ``basis_kernels`` (see docs/architecture.md):
 
 - **Band kernels at initialisation.** The joint model's network (``stsun_tiny`` with the
-  joint ablation's best options), freshly built: the cosine similarity of the band
+  joint ablation's best options), freshly built, with and without ``balanced_band_init``: the cosine similarity of the band
   embeddings of red, green, blue and near infrared (the aerial source's bands), and how
   much their generated patch kernels and stem weights differ (the norm of each band's
   deviation from the four bands' mean, over its own norm).
@@ -57,10 +57,14 @@ def _distinct(rows: Tensor) -> float:
 
 
 @torch.no_grad()
-def initial_bands(seed: int) -> dict[str, Any]:
-    """How alike the aerial bands' embeddings, kernels and stem weights start."""
+def initial_bands(seed: int, balanced: bool = False) -> dict[str, Any]:
+    """How alike the aerial bands' embeddings, kernels and stem weights start.
+
+    ``balanced``: the network with ``balanced_band_init``.
+    """
     torch.manual_seed(seed)
-    model = create_model("stsun_tiny", **_variant(*NETWORK)[1])
+    phrases = (*NETWORK, "balanced bands") if balanced else NETWORK
+    model = create_model("stsun_tiny", **_variant(*phrases)[1])
     wavelength = torch.tensor([list(BANDS_NM.values())])
     bandwidth = torch.zeros_like(wavelength)
     modality = torch.zeros_like(wavelength, dtype=torch.long)  # optical
@@ -158,7 +162,8 @@ def pixels_alone(seed: int, quick: bool) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     """The two measurements as tables."""
-    bands, pixels = results["initial_bands"], results["pixels_alone"]
+    start, pixels = results["initial_bands"], results["pixels_alone"]
+    default, balanced = start["default"], start["balanced"]
     lines = [
         "# Band probe",
         "",
@@ -166,14 +171,24 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Aerial bands (R, G, B, NIR) at initialisation",
         "",
-        "| quantity | value |",
-        "|---|---:|",
-        f"| cosine of two bands' embeddings (min–max) | {bands['embedding_cosine_min']:.4f}–"
-        f"{bands['embedding_cosine_max']:.4f} |",
-        f"| cosine of two bands' response features (max) | {bands['response_cosine_max']:.3f} |",
-        f"| embeddings: deviation from the bands' mean / norm | {bands['embedding_distinct']:.3f} |",
-        f"| patch kernels: the same | {bands['kernel_distinct']:.3f} |",
-        f"| stem weights: the same | {bands['stem_distinct']:.3f} |",
+        "| quantity | default | `balanced_band_init` |",
+        "|---|---:|---:|",
+        "| cosine of two bands' embeddings (min–max) | "
+        + " | ".join(
+            f"{b['embedding_cosine_min']:.4f}–{b['embedding_cosine_max']:.4f}"
+            for b in (default, balanced)
+        )
+        + " |",
+        f"| cosine of two bands' response features (max) | {default['response_cosine_max']:.3f} "
+        f"| {balanced['response_cosine_max']:.3f} |",
+        *(
+            f"| {label} | {default[key]:.3f} | {balanced[key]:.3f} |"
+            for label, key in (
+                ("embeddings: deviation from the bands' mean / norm", "embedding_distinct"),
+                ("patch kernels: the same", "kernel_distinct"),
+                ("stem weights: the same", "stem_distinct"),
+            )
+        ),
         "",
         f"## Pixels alone: an MLP on single pixels' bands ({pixels['val_scenes']} held-out "
         "scene(s))",
@@ -199,7 +214,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = {
         "command": command,
         "seed": args.seed,
-        "initial_bands": initial_bands(args.seed),
+        "initial_bands": {
+            "default": initial_bands(args.seed),
+            "balanced": initial_bands(args.seed, balanced=True),
+        },
         "pixels_alone": pixels_alone(args.seed, args.quick),
     }
     stem = "band_probe" + ("_quick" if args.quick else "")

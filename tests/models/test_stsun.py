@@ -55,6 +55,7 @@ def test_value_outputs_have_the_requested_variables_and_bands():
         {"tokenizer": "attention"},
         {"conv_stem": 8},
         {"basis_kernels": True},
+        {"balanced_band_init": True},
     ],
 )
 def test_permuting_bands_with_their_metadata_leaves_outputs_unchanged(options):

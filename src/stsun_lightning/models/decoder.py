@@ -163,6 +163,17 @@ class PixelDecoder(nn.Module):
         self.dense = nn.ModuleList(_DenseBlock(decoder_dim) for _ in range(dense_refine))
         self.fine = nn.Conv2d(2 * fine_channels, decoder_dim, 1) if fine_channels else None
 
+    @torch.no_grad()
+    def balance_init(self) -> None:
+        """Start each band's stem weights about as much from its embedding as from the bias.
+
+        By default the band mix's weights (PyTorch's, std 1 / √(3 band_dim)) applied to
+        band embeddings balanced by :meth:`BandEncoder.balance_init` (norm about 1/4)
+        give each band's part a quarter of the shared bias; here they start at std
+        2 / √band_dim, about as large.
+        """
+        nn.init.normal_(self.band_mix.weight, std=2.0 / self.band_mix.in_features**0.5)
+
     def stem(
         self,
         image: Tensor,

@@ -140,6 +140,21 @@ class BandEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_features, dim), nn.GELU(), nn.Linear(dim, dim))
         self.modality = nn.Embedding(len(Modality), dim)
 
+    @torch.no_grad()
+    def balance_init(self) -> None:
+        """Start each band's embedding from its own features, not from what all bands share.
+
+        By default a modality row drawn from N(0, 1) (norm about √dim) and the MLP's
+        biases, the same for every band of a modality, dominate the embeddings: red,
+        green, blue and near infrared start 0.999 alike (cosine). Here the modality rows
+        start at N(0, 0.02) and the MLP's biases at zero, so the embeddings start as
+        distinct as the MLP makes the bands' features (``benchmarks/band_probe.py``).
+        """
+        nn.init.normal_(self.modality.weight, std=0.02)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.zeros_(layer.bias)
+
     def features(self, wavelength_nm: Tensor, bandwidth_nm: Tensor) -> Tensor:
         """The parameter-free features the MLP reads: (B, C), (B, C) -> (B, C, F)."""
         logs, knowns = [], []
@@ -266,6 +281,21 @@ class BandSetContext(nn.Module):
         self.attention = nn.ModuleList(Attention(band_dim, heads) for _ in range(depth))
         self.mlp = nn.ModuleList(Mlp(band_dim, 2.0) for _ in range(depth))
 
+    @torch.no_grad()
+    def balance_init(self) -> None:
+        """Start as the identity: every block's attention and MLP output zero.
+
+        A fresh block adds outputs of unit scale (they read layer-normed embeddings)
+        to embeddings of norm about 1/4 (balanced by :meth:`BandEncoder.balance_init`),
+        and what it adds is much the same for every band; starting at zero keeps the
+        bands as distinct as their embeddings until training makes use of the set.
+        """
+        for attention, mlp in zip(self.attention, self.mlp, strict=True):
+            for layer in (attention.proj, mlp.fc2):
+                nn.init.zeros_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
     def forward(self, band_embedding: Tensor, band_mask: Tensor) -> Tensor:
         """Condition.
 
@@ -369,6 +399,27 @@ class SpectralTokenizer(nn.Module):
             self.out = nn.Linear(attention_dim, dim)
         self.context = BandSetContext(band_dim, num_heads) if band_context else None
         self.norm = nn.LayerNorm(dim)
+
+    BALANCED_KERNEL_GAIN = 4.0
+    """Weight std × p of the kernel generator in :meth:`balance_init`: band embeddings
+    balanced by :meth:`BandEncoder.balance_init` have norm about 1/4, so the part of a
+    kernel that depends on its band starts about as large as the shared part (std 1/p)."""
+
+    @torch.no_grad()
+    def balance_init(self) -> None:
+        """Start each band's kernel as much from its embedding as from the shared bias.
+
+        By default the generator's weights (std 0.02) are small beside its bias (std
+        1/p): the patch kernels of red, green, blue and near infrared start within 1 %
+        of their mean, so a token starts as the mean of its bands. Here the weights
+        start at std ``BALANCED_KERNEL_GAIN / p``, and the band-set context (if any) as
+        the identity (:meth:`BandSetContext.balance_init`). The attention mode's keys are
+        left as they are.
+        """
+        if self.context is not None:
+            self.context.balance_init()
+        if self.mode == "hypernetwork":
+            nn.init.normal_(self.kernel.weight, std=self.BALANCED_KERNEL_GAIN / self.patch_size)
 
     def forward(
         self,

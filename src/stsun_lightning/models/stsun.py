@@ -88,6 +88,12 @@ class Stsun(nn.Module):
             dominate), and spectral contrasts between them are learnt slowly (measured in
             docs/architecture.md). Needs ``wavelength_encoding="response"`` and the
             hypernetwork tokeniser.
+        balanced_band_init: start band embeddings, patch kernels and stem weights from
+            what sets each band apart rather than from what all bands share
+            (:meth:`BandEncoder.balance_init`, :meth:`SpectralTokenizer.balance_init`,
+            :meth:`PixelDecoder.balance_init`). By default red, green, blue and near
+            infrared start with embeddings 0.999 alike and kernels within 1 % of their
+            mean; balanced, 0.6 and 0.4 of the norm apart (``benchmarks/band_probe.py``).
         dense_refine: full-resolution refinement blocks of the decoder with dense 3×3
             convolutions instead of its depthwise one (:class:`PixelDecoder`); 0 = off.
             Needs ``upsampling="bilinear"``.
@@ -125,6 +131,7 @@ class Stsun(nn.Module):
         conv_stem: int = 0,
         dense_refine: int = 0,
         basis_kernels: bool = False,
+        balanced_band_init: bool = False,
     ) -> None:
         super().__init__()
         if position_jitter_m < 0:
@@ -179,6 +186,10 @@ class Stsun(nn.Module):
         self.value_head = ValueHead(decoder_dim, band_dim)
         with torch.no_grad():  # biases start at zero: no class is favoured before training
             self.category_embedding.weight[:, -1].zero_()
+        if balanced_band_init:
+            self.band_encoder.balance_init()
+            self.tokenizer.balance_init()
+            self.decoder.balance_init()
         self.set_activation_checkpointing(activation_checkpointing)
 
     def seed_position_jitter(self, seed: int) -> None:
