@@ -402,7 +402,8 @@ class SpectralTokenizer(nn.Module):
 
     BALANCED_KERNEL_GAIN = 4.0
     """Weight std × p of the kernel generator in :meth:`balance_init`: band embeddings
-    balanced by :meth:`BandEncoder.balance_init` have norm about 1/4, so the part of a
+    balanced by :meth:`BandEncoder.balance_init` have norm about 1/4 (0.19-0.29 for
+    the aerial bands in ``stsun_tiny``; it grows as √band_dim), so the part of a
     kernel that depends on its band starts about as large as the shared part (std 1/p)."""
 
     @torch.no_grad()

@@ -93,7 +93,9 @@ class Stsun(nn.Module):
             (:meth:`BandEncoder.balance_init`, :meth:`SpectralTokenizer.balance_init`,
             :meth:`PixelDecoder.balance_init`). By default red, green, blue and near
             infrared start with embeddings 0.999 alike and kernels within 1 % of their
-            mean; balanced, 0.6 and 0.4 of the norm apart (``benchmarks/band_probe.py``).
+            mean; balanced, 0.48-0.73 alike and 0.38 of their norm from the mean
+            (``stsun_tiny``, ``benchmarks/band_probe.py``). Off by default: it lifts the
+            aerial source trained alone, not the joint model (docs/architecture.md).
         dense_refine: full-resolution refinement blocks of the decoder with dense 3×3
             convolutions instead of its depthwise one (:class:`PixelDecoder`); 0 = off.
             Needs ``upsampling="bilinear"``.
